@@ -1,0 +1,67 @@
+"""One settings object for the whole service (environment prefix ``VOXGATE_``, nested with ``__``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "voxgate"
+
+
+class Settings(BaseSettings):
+    """Service configuration. Every field can be set as ``VOXGATE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXGATE_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, description="Port to bind.")
+    public_url: str | None = Field(
+        None, description="Base URL clients reach the server at (for result and upload URLs)."
+    )
+    api_keys: str = Field(
+        "", description="Comma-separated accepted API keys; empty = accept any key, loopback bind only."
+    )
+    model_dir: Path = Field(default_factory=lambda: _default_cache() / "models", description="Model cache.")
+    data_dir: Path = Field(default_factory=lambda: _default_cache() / "data", description="Results, uploads.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+
+    default_model: str = Field("whisper-base", description="Engine model for multilingual profiles.")
+    english_model: str = Field("whisper-tiny.en", description="Engine model for English-only work.")
+    cpu_threads: int = Field(0, description="CTranslate2 threads per model call (0 = all cores).")
+    decode_workers: int = Field(1, description="Concurrent model calls (CTranslate2 num_workers).")
+    batch_size: int = Field(4, description="VAD windows decoded per batch call in file recognition.")
+
+    job_workers: int = Field(1, description="File jobs processed at once.")
+    job_queue_limit: int = Field(200, description="Queued file jobs beyond which submissions are refused.")
+    result_retention_hours: float = Field(24.0, description="How long transcription results are served.")
+    max_file_bytes: int = Field(2 * 1024**3, description="Largest file accepted (bytes).")
+    max_file_duration_s: float = Field(12 * 3600, description="Longest file accepted (seconds).")
+    sync_max_duration_s: float = Field(300, description="Longest audio for synchronous calls (seconds).")
+    max_request_bytes: int = Field(16 * 1024**2, description="Largest JSON request body (bytes).")
+
+    fetch_allow_private: bool = Field(False, description="Allow fetching private/loopback URLs.")
+    fetch_allow_file: bool = Field(False, description="Allow file:// URLs.")
+    fetch_timeout_s: float = Field(30.0, description="Connect/read timeout for URL fetches.")
+
+    submit_rps: float = Field(10.0, description="Job submissions per second per key.")
+    query_rps: float = Field(20.0, description="Task queries per second per key.")
+
+    realtime_max_sessions: int = Field(0, description="Concurrent real-time sessions (0 = from CPU count).")
+    realtime_idle_timeout_s: float = Field(60.0, description="Idle WebSocket connections closed after this.")
+
+    def api_key_set(self) -> set[str]:
+        return {k.strip() for k in self.api_keys.split(",") if k.strip()}
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'voxgate.db'}"
+
+    def describe(self) -> dict[str, object]:
+        """Settings as printed at start-up, secrets masked."""
+        values = self.model_dump()
+        if values.get("api_keys"):
+            values["api_keys"] = f"<{len(self.api_key_set())} keys>"
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}

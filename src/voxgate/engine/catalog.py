@@ -1,0 +1,130 @@
+"""Public model names (as the DashScope APIs and SDKs use them) mapped to local engine profiles."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from voxgate.errors import ModelNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """How one public model name is served locally.
+
+    ``model`` is the bundled engine model for finals; ``partial_model`` (if set) is used for cheap
+    interim hypotheses of English sessions. ``family`` picks the wire dialect (result shapes, id bases).
+    """
+
+    name: str
+    family: str  # "fun-asr" | "paraformer" | "qwen-asr" | "qwen-omni" | "qwen-audio" | "fun-asr-flash"
+    mode: str  # "file" | "realtime" | "sync"
+    model: str = "whisper-base"
+    partial_model: str | None = None
+    beam_size: int = 1
+    sample_rates: tuple[int, ...] | None = None  # None = any
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    def supports(self, feature: str) -> bool:
+        return feature in self.features
+
+
+_FILE_FEATURES = frozenset({"diarization", "hotwords", "timestamps", "channels", "itn", "disfluency", "filter"})
+_RT_FEATURES = frozenset({"hotwords", "timestamps", "itn", "disfluency", "diarization", "context"})
+_SYNC_FEATURES = frozenset({"hotwords", "context", "itn", "diarization"})
+
+_BASE_PROFILES: tuple[EngineProfile, ...] = (
+    # file transcription
+    EngineProfile("fun-asr", "fun-asr", "file", features=_FILE_FEATURES),
+    EngineProfile("fun-asr-mtl", "fun-asr", "file", features=_FILE_FEATURES),
+    EngineProfile("paraformer-v2", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("paraformer-v1", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("paraformer-8k-v2", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("paraformer-8k-v1", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("paraformer-mtl-v1", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("sensevoice-v1", "paraformer", "file", features=_FILE_FEATURES),
+    EngineProfile("qwen3-asr-flash-filetrans", "qwen-asr", "file", features=_FILE_FEATURES | {"context"}),
+    EngineProfile("qwen-audio-3.1-asr-flash-filetrans", "qwen-audio", "file", features=_FILE_FEATURES),
+    EngineProfile("qwen-audio-3.0-asr-flash-filetrans", "qwen-audio", "file", features=_FILE_FEATURES),
+    # real-time, run-task protocol
+    EngineProfile("fun-asr-realtime", "fun-asr", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
+    EngineProfile("fun-asr-flash-8k-realtime", "fun-asr", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
+    EngineProfile("paraformer-realtime-v2", "paraformer", "realtime", features=_RT_FEATURES),
+    EngineProfile("paraformer-realtime-v1", "paraformer", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
+    EngineProfile(
+        "paraformer-realtime-8k-v2", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES
+    ),
+    EngineProfile(
+        "paraformer-realtime-8k-v1", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES
+    ),
+    EngineProfile("qwen-audio-3.1-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
+    EngineProfile("qwen-audio-3.0-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
+    # real-time, session protocol
+    EngineProfile("qwen3-asr-flash-realtime", "qwen-asr", "realtime", features=frozenset({"context"})),
+    EngineProfile("qwen3-omni-flash-realtime", "qwen-omni", "realtime", features=frozenset({"context"})),
+    # synchronous
+    EngineProfile("qwen3-asr-flash", "qwen-asr", "sync", features=_SYNC_FEATURES),
+    EngineProfile("qwen3-omni-flash", "qwen-omni", "sync", features=_SYNC_FEATURES),
+    EngineProfile("fun-asr-flash", "fun-asr-flash", "sync", features=_SYNC_FEATURES),
+    EngineProfile("qwen-audio-3.1-asr-flash", "qwen-audio", "sync", features=_SYNC_FEATURES),
+    EngineProfile("qwen-audio-3.0-asr-flash", "qwen-audio", "sync", features=_SYNC_FEATURES),
+)
+
+# Dated snapshots: "<base>-YYYY-MM-DD" resolves to <base>.
+_SNAPSHOT = re.compile(r"^(?P<base>.+?)-(?P<date>\d{4}-\d{2}-\d{2})$")
+
+# Snapshot names documented for each base model (others of the same shape are accepted too).
+KNOWN_SNAPSHOTS: dict[str, tuple[str, ...]] = {
+    "fun-asr": ("2025-11-07", "2025-08-25"),
+    "fun-asr-flash": ("2026-06-15",),
+    "fun-asr-realtime": ("2025-11-07", "2026-02-28", "2025-09-15"),
+    "fun-asr-flash-8k-realtime": ("2026-01-28",),
+    "qwen3-asr-flash": ("2025-09-08",),
+    "qwen3-asr-flash-realtime": ("2025-10-27", "2026-02-10"),
+    "qwen3-asr-flash-filetrans": ("2025-11-17",),
+    "qwen3-omni-flash": ("2025-12-01",),
+    "qwen3-omni-flash-realtime": ("2025-12-01",),
+}
+
+
+class Catalog:
+    """Resolves public model names; overrides replace or add profiles (e.g. from configuration)."""
+
+    def __init__(self, overrides: dict[str, dict[str, object]] | None = None) -> None:
+        self._profiles: dict[str, EngineProfile] = {p.name: p for p in _BASE_PROFILES}
+        for name, values in (overrides or {}).items():
+            base = self._profiles.get(name)
+            if base is None:
+                family = str(values.get("family", "fun-asr"))
+                mode = str(values.get("mode", "file"))
+                base = EngineProfile(name, family, mode, features=_FILE_FEATURES)
+            self._profiles[name] = replace(base, **values)  # type: ignore[arg-type]
+
+    def names(self) -> list[str]:
+        out = list(self._profiles)
+        for base, dates in KNOWN_SNAPSHOTS.items():
+            out.extend(f"{base}-{date}" for date in dates)
+        return sorted(out)
+
+    def resolve(self, name: str | None, *, mode: str | None = None) -> EngineProfile:
+        """The profile for ``name``; raises :class:`ModelNotFound` (``Model.NotExist``) if unknown."""
+        if not name or not isinstance(name, str):
+            raise ModelNotFound("the model parameter is required", param="model")
+        profile = self._profiles.get(name)
+        if profile is None:
+            match = _SNAPSHOT.match(name)
+            if match and match.group("base") in self._profiles:
+                profile = replace(self._profiles[match.group("base")], name=name)
+        if profile is None:
+            raise ModelNotFound(f"Model not exist: {name}", param="model")
+        if mode is not None and profile.mode != mode and not _compatible(profile.mode, mode):
+            raise ModelNotFound(
+                f"model {name} is a {profile.mode} model and cannot be used for {mode} recognition",
+                param="model",
+            )
+        return profile
+
+
+def _compatible(have: str, want: str) -> bool:
+    # A synchronous model may also be used for file jobs (the cloud accepts short files either way).
+    return have == "sync" and want == "file"

@@ -1,0 +1,274 @@
+"""The shared recognizer: Whisper weights loaded once per process, file and clip recognition.
+
+Protocol-agnostic: callers pass a :class:`RecognitionOptions` and an :class:`EngineProfile` and get
+plain :class:`Sentence` / :class:`Transcript` objects back. Calls block; run them in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from voxgate.audio.decode import SAMPLE_RATE, Source, iter_channel, probe
+from voxgate.engine import postprocess
+from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.guards import clean_segments
+from voxgate.engine.language import detect_language
+from voxgate.engine.models import BUNDLED, assemble
+from voxgate.engine.sentences import group_sentences, make_words
+from voxgate.engine.types import FileResult, Hotword, RecognitionOptions, Sentence, Transcript
+from voxgate.errors import ModelUnavailable
+
+ProgressCallback = Callable[[float], None]  # seconds of audio done (per call, cumulative)
+
+BLOCK_SECONDS = 300.0  # audio decoded and recognized per block of a long file
+TAIL_GUARD_SECONDS = 1.0  # speech this close to a block's end may continue: carried to the next block
+FILE_VAD = VadOptions(min_silence_duration_ms=500, speech_pad_ms=300, max_speech_duration_s=30)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What the recognizer needs from the service settings."""
+
+    model_dir: Path
+    cpu_threads: int = 0
+    num_workers: int = 1
+    batch_size: int = 4
+
+
+class Recognizer:
+    """One per process. Thread-safe: models load once under a lock; CTranslate2 calls run concurrently."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._models: dict[str, WhisperModel] = {}
+        self._pipelines: dict[str, BatchedInferencePipeline] = {}
+        self._lock = threading.Lock()
+
+    # -- models -------------------------------------------------------------------------------------
+    def model(self, name: str) -> WhisperModel:
+        """The loaded Whisper model ``name`` (a key of :data:`BUNDLED`), loading it on first use."""
+        with self._lock:
+            loaded = self._models.get(name)
+            if loaded is not None:
+                return loaded
+            spec = BUNDLED.get(name)
+            if spec is None:
+                raise ModelUnavailable(f"unknown engine model '{name}'")
+            path = assemble(spec, self.config.model_dir)
+            threads = self.config.cpu_threads or (os.cpu_count() or 1)
+            try:
+                loaded = WhisperModel(
+                    str(path),
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=threads,
+                    num_workers=self.config.num_workers,
+                    local_files_only=True,
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ModelUnavailable(
+                    f"model {name} could not be loaded ({exc}); reinstall " + " and ".join(spec.packages)
+                ) from exc
+            self._models[name] = loaded
+            self._pipelines[name] = BatchedInferencePipeline(loaded)
+            return loaded
+
+    def pipeline(self, name: str) -> BatchedInferencePipeline:
+        self.model(name)
+        return self._pipelines[name]
+
+    def warm_up(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.model(name)
+
+    def engine_model(self, profile: EngineProfile, options: RecognitionOptions) -> str:
+        """English-only work may use the English model when the profile names one."""
+        return profile.model
+
+    # -- clips (sync calls, real-time finals) -------------------------------------------------------
+    def transcribe_clip(
+        self,
+        audio: np.ndarray,
+        options: RecognitionOptions,
+        profile: EngineProfile,
+        *,
+        offset_ms: int = 0,
+        language: str | None = None,
+    ) -> tuple[list[Sentence], str | None]:
+        """Recognize a short in-memory clip (16 kHz float32). Returns sentences and the language."""
+        name = self.engine_model(profile, options)
+        model = self.model(name)
+        if language is None:
+            language = self._language(model, audio, options)
+        sentences = self._decode_block(name, audio, options, profile, language, offset_ms)
+        return postprocess.apply(sentences, options, language), language
+
+    # -- files ----------------------------------------------------------------------------------------
+    def transcribe_file(
+        self,
+        source: Source,
+        options: RecognitionOptions,
+        profile: EngineProfile,
+        *,
+        progress: ProgressCallback | None = None,
+        max_duration_s: float | None = None,
+        max_bytes: int | None = None,
+    ) -> FileResult:
+        """Recognize every selected channel of a file, streaming it in VAD-aligned blocks."""
+        info = probe(source)
+        transcripts = []
+        done_before = 0.0
+        for channel in options.channels:
+            transcript = self._transcribe_channel(
+                source,
+                channel,
+                options,
+                profile,
+                progress=(lambda s, base=done_before: progress(base + s)) if progress else None,
+                max_duration_s=max_duration_s,
+                max_bytes=max_bytes,
+            )
+            done_before += transcript.duration_ms / 1000
+            transcripts.append(transcript)
+        if info.duration_ms is None and transcripts:
+            info.duration_ms = transcripts[0].duration_ms
+        return FileResult(info=info, transcripts=transcripts)
+
+    def _transcribe_channel(
+        self,
+        source: Source,
+        channel: int,
+        options: RecognitionOptions,
+        profile: EngineProfile,
+        *,
+        progress: ProgressCallback | None,
+        max_duration_s: float | None,
+        max_bytes: int | None,
+    ) -> Transcript:
+        name = self.engine_model(profile, options)
+        model = self.model(name)
+        block_samples = int(BLOCK_SECONDS * SAMPLE_RATE)
+        guard = int(TAIL_GUARD_SECONDS * SAMPLE_RATE)
+        buffer = np.zeros(0, dtype=np.float32)
+        buffer_offset = 0  # samples of the channel before buffer[0]
+        language: str | None = options.language
+        sentences: list[Sentence] = []
+        speech_samples = 0
+
+        def run(final: bool) -> None:
+            nonlocal buffer, buffer_offset, language, speech_samples
+            speech = get_speech_timestamps(buffer, FILE_VAD)
+            cut = buffer.shape[0]
+            if not final:
+                cut = max(0, buffer.shape[0] - guard)
+                for seg in speech:
+                    if seg["end"] > cut:
+                        cut = min(cut, seg["start"])
+                        break
+                if cut < SAMPLE_RATE:  # one unbroken speech run: cut at the block end anyway
+                    cut = buffer.shape[0] - guard
+            kept = [seg for seg in speech if seg["start"] < cut]
+            if kept:
+                speech_samples += sum(min(seg["end"], cut) - seg["start"] for seg in kept)
+                if language is None:
+                    language = self._language(model, buffer[:cut], options, speech=kept)
+                offset_ms = round(buffer_offset * 1000 / SAMPLE_RATE)
+                sentences.extend(self._decode_block(name, buffer[:cut], options, profile, language, offset_ms))
+            buffer_offset += cut
+            buffer = buffer[cut:].copy()
+            if progress:
+                progress(buffer_offset / SAMPLE_RATE)
+
+        for chunk in iter_channel(
+            source, channel, chunk_seconds=30.0, max_duration_s=max_duration_s, max_bytes=max_bytes
+        ):
+            buffer = np.concatenate([buffer, chunk]) if buffer.size else chunk
+            if buffer.shape[0] >= block_samples:
+                run(final=False)
+        total = buffer_offset + buffer.shape[0]
+        if buffer.shape[0]:
+            run(final=True)
+        sentences = postprocess.apply(sentences, options, language)
+        return Transcript(
+            channel_id=channel,
+            sentences=sentences,
+            language=language,
+            duration_ms=round(total * 1000 / SAMPLE_RATE),
+            speech_duration_ms=round(speech_samples * 1000 / SAMPLE_RATE),
+        )
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _language(
+        self,
+        model: WhisperModel,
+        audio: np.ndarray,
+        options: RecognitionOptions,
+        speech: list[dict[str, int]] | None = None,
+    ) -> str | None:
+        if options.language:
+            return options.language
+        if not model.model.is_multilingual:
+            return "en"
+        return detect_language(model, audio, options.language_hints, speech=speech)
+
+    def _decode_block(
+        self,
+        name: str,
+        audio: np.ndarray,
+        options: RecognitionOptions,
+        profile: EngineProfile,
+        language: str | None,
+        offset_ms: int,
+    ) -> list[Sentence]:
+        if audio.size < SAMPLE_RATE // 10:
+            return []
+        model = self.model(name)
+        if not model.model.is_multilingual:
+            language = "en"
+        segments, _info = self.pipeline(name).transcribe(
+            audio,
+            language=language or "en",
+            beam_size=profile.beam_size,
+            word_timestamps=True,
+            vad_filter=True,
+            vad_parameters=FILE_VAD,
+            batch_size=self.config.batch_size,
+            hotwords=hotword_prompt(options.hotwords, language),
+            initial_prompt=context_prompt(options.context),
+            log_prob_threshold=-1.0,
+            no_speech_threshold=0.6,
+        )
+        kept = clean_segments(list(segments))
+        raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
+        words = make_words(raw, offset_ms)
+        return group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+
+
+def hotword_prompt(hotwords: list[Hotword], language: str | None, max_chars: int = 200) -> str | None:
+    """Vocabulary terms as a decoder prompt: heaviest first, language-filtered, length-capped."""
+    terms = [h for h in hotwords if not h.lang or not language or h.lang == language]
+    terms.sort(key=lambda h: -h.weight)
+    out: list[str] = []
+    used = 0
+    for term in terms:
+        if used + len(term.text) + 2 > max_chars:
+            break
+        out.append(term.text)
+        used += len(term.text) + 2
+    return ", ".join(out) if out else None
+
+
+def context_prompt(context: str | None, max_chars: int = 400) -> str | None:
+    """Free context text as an initial prompt; Whisper reads only the last ~220 tokens, keep the end."""
+    if not context or not context.strip():
+        return None
+    text = " ".join(context.split())
+    return text[-max_chars:]
