@@ -1,0 +1,127 @@
+"""Shared fixtures: test audio, a shared model cache, and a real server on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT.parent / "shared" / "audio"))
+AUDIO = ROOT / "tests" / "data"
+MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
+API_KEY = "sk-test-key"
+
+
+def audio_file(name: str) -> Path:
+    """A test recording: tests/data first, then the shared recordings."""
+    for base in (AUDIO, SHARED_AUDIO):
+        if (base / name).exists():
+            return base / name
+    raise FileNotFoundError(name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A voxgate server process on 127.0.0.1."""
+
+    url: str
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
+    """Start ``voxgate serve`` in a subprocess and wait for /health."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "VOXGATE_MODEL_DIR": str(MODEL_DIR),
+            "VOXGATE_DATA_DIR": str(data_dir),
+            "VOXGATE_API_KEYS": API_KEY,
+            "VOXGATE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "VOXGATE_FETCH_ALLOW_FILE": "1",
+        }
+    )
+    env.update(extra_env or {})
+    log_path = data_dir / f"server-{port}.log"
+    handle = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voxgate.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=handle, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return RunningServer(url, port, data_dir, process, log_path, env)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server for the whole test session (models load once)."""
+    running = start_server(tmp_path_factory.mktemp("server"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def espeak() -> str:
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise RuntimeError("espeak-ng is required (make install installs it)")
+    return path
+
+
+def synth(text: str, out: Path, voice: str = "en-us", speed: int = 150) -> Path:
+    """Speech from espeak-ng, resampled to 16 kHz mono 16-bit WAV."""
+    raw = out.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1",
+                    "-sample_fmt", "s16", str(out)], check=True)
+    raw.unlink()
+    return out
