@@ -125,3 +125,29 @@ def synth(text: str, out: Path, voice: str = "en-us", speed: int = 150) -> Path:
                     "-sample_fmt", "s16", str(out)], check=True)
     raw.unlink()
     return out
+
+
+@pytest.fixture(scope="session")
+def recognizer() -> object:
+    """The real engine with the bundled models (loaded once per test session)."""
+    from voxgate.engine.recognizer import EngineConfig, Recognizer
+
+    return Recognizer(EngineConfig(model_dir=MODEL_DIR))
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate after lower-casing, dropping punctuation and spelling out digits 0-20."""
+    import jiwer
+
+    return float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis)))
+
+
+_NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
+    "sixteen seventeen eighteen nineteen twenty".split()
+
+
+def normalize_text(text: str) -> str:
+    import re
+
+    words = re.sub(r"[^\w\s']", " ", text.lower()).split()
+    return " ".join(_NUMBERS[int(w)] if w.isdigit() and int(w) <= 20 else w for w in words) or "<empty>"
