@@ -133,15 +133,65 @@ def iter_channel(
             ) from exc
         if not decoded_any or total == 0:
             raise AudioError("the audio contains no decodable samples", reason="corrupt")
+        declared = _declared_seconds(container, stream, source)
+        decoded = total / SAMPLE_RATE
+        if declared is not None and decoded < declared * 0.9 - 0.5:
+            raise AudioError(
+                f"the audio is truncated: the header declares {declared:.1f} s but only {decoded:.1f} s decode",
+                reason="truncated",
+            )
         if pending:
             yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
     finally:
         container.close()
 
 
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, source: Source
+) -> float | None:
+    """Duration the header promises. For WAV, FFmpeg derives it from the file size, so read the RIFF
+    ``data`` chunk size instead (a streamed or truncated upload shows up there)."""
+    if container.format.name == "wav" and isinstance(source, (str, Path)):
+        declared = _wav_data_bytes(Path(source))
+        ctx = stream.codec_context
+        bytes_per_second = (ctx.sample_rate or 0) * (ctx.channels or 0) * (ctx.format.bytes if ctx.format else 0)
+        if declared and bytes_per_second:
+            return declared / bytes_per_second
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def _wav_data_bytes(path: Path) -> int | None:
+    """Size the RIFF header declares for the ``data`` chunk (None if unknown or streamed)."""
+    with path.open("rb") as handle:
+        header = handle.read(4096)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(header):
+        chunk, size = header[pos : pos + 4], int.from_bytes(header[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            return None if size in (0, 0xFFFFFFFF) else size
+        pos += 8 + size + (size & 1)
+    return None
+
+
+# FFmpeg's native AMR-NB decoder rejects comfort-noise (SID) frames; the opencore decoder handles them.
+_PREFERRED_DECODERS = {"amrnb": "libopencore_amrnb", "amrwb": "libopencore_amrwb"}
+
+
 def _decode_frames(
     container: av.container.InputContainer, stream: av.audio.stream.AudioStream
 ) -> Iterator[av.AudioFrame]:
+    preferred = _PREFERRED_DECODERS.get(stream.codec_context.name)
+    if preferred and preferred in av.codecs_available:
+        decoder = av.CodecContext.create(preferred, "r")
+        decoder.sample_rate = stream.codec_context.sample_rate
+        for packet in container.demux(stream):
+            if packet.size:
+                yield from decoder.decode(packet)  # type: ignore[misc]
+        return
     for packet in container.demux(stream):
         yield from packet.decode()
 
