@@ -55,7 +55,9 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
+def start_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> RunningServer:
     """Start ``voxgate serve`` in a subprocess and wait for /health."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,9 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: 
     handle = log_path.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "voxgate.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=handle, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -121,8 +125,24 @@ def synth(text: str, out: Path, voice: str = "en-us", speed: int = 150) -> Path:
     """Speech from espeak-ng, resampled to 16 kHz mono 16-bit WAV."""
     raw = out.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1",
-                    "-sample_fmt", "s16", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(raw),
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-sample_fmt",
+            "s16",
+            str(out),
+        ],
+        check=True,
+    )
     raw.unlink()
     return out
 
@@ -142,8 +162,29 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalize_text(reference), normalize_text(hypothesis)))
 
 
-_NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
-    "sixteen seventeen eighteen nineteen twenty".split()
+_NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 
 
 def normalize_text(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import sys
@@ -11,14 +12,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from voxgate.config import Settings
 from voxgate.engine.types import FileResult, Hotword, RecognitionOptions
 from voxgate.errors import VoxgateError
 
-app = typer.Typer(help="voxgate: self-hosted speech recognition with the DashScope APIs.", no_args_is_help=True)
+app = typer.Typer(
+    help="voxgate: self-hosted speech recognition with the DashScope APIs.", no_args_is_help=True
+)
 err = Console(stderr=True)
 
 FORMATS = ("json", "srt", "vtt", "txt")
@@ -62,6 +65,10 @@ def assemble() -> None:
         except VoxgateError as exc:
             _fail(exc.message)
         err.print(f"{spec.name}: ready at {path}")
+
+
+def _advance(bar: Progress, task: TaskID, done: float) -> None:
+    bar.update(task, completed=done)
 
 
 def _render(result: FileResult, fmt: str, source: str) -> str:
@@ -113,7 +120,9 @@ def transcribe(
         channels=channel_ids,
     )
     recognizer = Recognizer(
-        EngineConfig(model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, batch_size=settings.batch_size)
+        EngineConfig(
+            model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, batch_size=settings.batch_size
+        )
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
@@ -121,17 +130,23 @@ def transcribe(
     started = time.perf_counter()
     failures = 0
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
-        TimeElapsedColumn(), console=err,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+        TimeElapsedColumn(),
+        console=err,
     ) as bar:
         for path in files:
             try:
                 duration_ms = probe(path).duration_ms or 0
                 task = bar.add_task(path.name, total=max(1.0, duration_ms / 1000 * len(channel_ids)))
                 result = recognizer.transcribe_file(
-                    path, options, profile,
-                    progress=lambda done, t=task: bar.update(t, completed=done),
-                    max_duration_s=settings.max_file_duration_s, max_bytes=settings.max_file_bytes,
+                    path,
+                    options,
+                    profile,
+                    progress=functools.partial(_advance, bar, task),
+                    max_duration_s=settings.max_file_duration_s,
+                    max_bytes=settings.max_file_bytes,
                 )
                 bar.update(task, completed=bar.tasks[task].total)
             except VoxgateError as exc:
@@ -182,8 +197,14 @@ def serve(
         _fail("no API keys configured (VOXGATE_API_KEYS): refusing to bind to a non-loopback address")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     err.print_json(json.dumps(settings.describe(), default=str))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, ws_ping_interval=20,
-                ws_ping_timeout=60, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_ping_interval=20,
+        ws_ping_timeout=60,
+        log_level="info",
+    )
 
 
 if __name__ == "__main__":

@@ -41,11 +41,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(2 * 1024**3, description="Largest file accepted (bytes).")
     max_file_duration_s: float = Field(12 * 3600, description="Longest file accepted (seconds).")
     sync_max_duration_s: float = Field(300, description="Longest audio for synchronous calls (seconds).")
+    sync_max_bytes: int = Field(
+        25 * 1024**2, description="Largest audio file for synchronous calls (multipart uploads, URLs)."
+    )
     max_request_bytes: int = Field(16 * 1024**2, description="Largest JSON request body (bytes).")
 
     fetch_allow_private: bool = Field(False, description="Allow fetching private/loopback URLs.")
     fetch_allow_file: bool = Field(False, description="Allow file:// URLs.")
     fetch_timeout_s: float = Field(30.0, description="Connect/read timeout for URL fetches.")
+    fetch_total_timeout_s: float = Field(3600.0, description="Longest time one file download may take.")
 
     submit_rps: float = Field(10.0, description="Job submissions per second per key.")
     query_rps: float = Field(20.0, description="Task queries per second per key.")

@@ -14,15 +14,24 @@ ENV = {**os.environ, "VOXGATE_MODEL_DIR": str(MODEL_DIR)}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "voxgate.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "voxgate.cli", *args], capture_output=True, text=True, env=ENV, timeout=300
+    )
 
 
 def test_transcribe_writes_one_file_per_input_in_each_format(tmp_path: Path) -> None:
     inputs = [audio_file("goforward.wav"), audio_file("something.wav")]
     for fmt in ("json", "srt", "vtt", "txt"):
-        result = run_cli("transcribe", *map(str, inputs), "--format", fmt, "--output", str(tmp_path / fmt),
-                         "--language", "en")
+        result = run_cli(
+            "transcribe",
+            *map(str, inputs),
+            "--format",
+            fmt,
+            "--output",
+            str(tmp_path / fmt),
+            "--language",
+            "en",
+        )
         assert result.returncode == 0, result.stderr
         assert "x real time" in result.stderr
         assert sorted(p.name for p in (tmp_path / fmt).iterdir()) == [f"goforward.{fmt}", f"something.{fmt}"]
@@ -51,8 +60,13 @@ def test_transcribe_to_stdout_and_clear_errors(tmp_path: Path) -> None:
 
 
 def test_models_lists_bundled_models() -> None:
-    result = subprocess.run([sys.executable, "-m", "voxgate.cli", "models"], capture_output=True, text=True,
-                            env={**ENV, "COLUMNS": "200"}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "voxgate.cli", "models"],
+        capture_output=True,
+        text=True,
+        env={**ENV, "COLUMNS": "200"},
+        timeout=60,
+    )
     assert result.returncode == 0
     assert "whisper-base" in result.stdout and "whisper-tiny.en" in result.stdout
     assert "ready" in result.stdout

@@ -83,7 +83,7 @@ def test_hotwords_bias_a_rare_name(recognizer: Recognizer, tmp_path: Path) -> No
     assert "report" in plain.text.lower()
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS) + ["amr"])
+@pytest.mark.parametrize("fmt", [*sorted(FORMATS), "amr"])
 def test_every_listed_format_decodes(fmt: str, tmp_path: Path) -> None:
     source = audio_file("goforward.wav")
     out = tmp_path / f"clip.{fmt}"
@@ -91,8 +91,10 @@ def test_every_listed_format_decodes(fmt: str, tmp_path: Path) -> None:
         subprocess.run(["sox", str(source), "-r", "8000", "-c", "1", "-t", "amr-nb", str(out)], check=True)
     else:
         video = ["-f", "lavfi", "-i", "color=c=black:s=64x64:r=25", "-shortest"] if fmt in VIDEO else []
-        subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(source), *video, *FORMATS[fmt], str(out)],
-                       check=True)
+        subprocess.run(
+            ["ffmpeg", "-y", "-loglevel", "error", "-i", str(source), *video, *FORMATS[fmt], str(out)],
+            check=True,
+        )
     reference = decode_channel(source)
     decoded = decode_channel(out)
     assert decoded.dtype == np.float32
@@ -114,9 +116,26 @@ def test_lossy_formats_transcribe(recognizer: Recognizer, fmt: str, tmp_path: Pa
 
 def test_stereo_channels_are_separate(recognizer: Recognizer, tmp_path: Path) -> None:
     out = tmp_path / "stereo.wav"
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(audio_file("goforward.wav")),
-                    "-i", str(audio_file("something.wav")), "-filter_complex",
-                    "[0:a][1:a]amerge=inputs=2[a]", "-map", "[a]", "-ac", "2", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(audio_file("goforward.wav")),
+            "-i",
+            str(audio_file("something.wav")),
+            "-filter_complex",
+            "[0:a][1:a]amerge=inputs=2[a]",
+            "-map",
+            "[a]",
+            "-ac",
+            "2",
+            str(out),
+        ],
+        check=True,
+    )
     left, right = transcribe(recognizer, out, channels=[0, 1])
     assert (left.channel_id, right.channel_id) == (0, 1)
     assert wer(GOFORWARD, left.text) <= 0.25, left.text
@@ -128,8 +147,25 @@ def test_stereo_channels_are_separate(recognizer: Recognizer, tmp_path: Path) ->
 
 def _write_wav(path: Path, samples: np.ndarray) -> Path:
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "s16le", "-ar", "16000", "-ac", "1",
-                    "-i", "pipe:0", str(path)], input=pcm, check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "s16le",
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-i",
+            "pipe:0",
+            str(path),
+        ],
+        input=pcm,
+        check=True,
+    )
     return path
 
 
@@ -158,12 +194,19 @@ def test_empty_corrupt_and_truncated_input(recognizer: Recognizer, tmp_path: Pat
     truncated = tmp_path / "truncated.wav"
     data = audio_file("numbers.wav").read_bytes()
     truncated.write_bytes(data[: len(data) // 3])
-    expected = {empty: "empty", garbage: ("not_audio", "corrupt"), text: ("not_audio", "corrupt"),
-                truncated: "truncated"}
+    expected = {
+        empty: "empty",
+        garbage: ("not_audio", "corrupt"),
+        text: ("not_audio", "corrupt"),
+        truncated: "truncated",
+    }
     for path, reasons in expected.items():
         with pytest.raises(AudioError) as info:
             transcribe(recognizer, path)
-        assert info.value.reason in (reasons if isinstance(reasons, tuple) else (reasons,)), (path, info.value)
+        assert info.value.reason in (reasons if isinstance(reasons, tuple) else (reasons,)), (
+            path,
+            info.value,
+        )
         assert info.value.message
 
 

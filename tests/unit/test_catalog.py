@@ -6,11 +6,24 @@ from voxgate.engine.catalog import Catalog
 from voxgate.errors import ModelNotFound
 
 SEED_NAMES = [
-    "fun-asr", "fun-asr-2025-11-07", "fun-asr-mtl", "fun-asr-flash-2026-06-15", "fun-asr-realtime",
-    "fun-asr-realtime-2025-11-07", "paraformer-realtime-v2", "paraformer-realtime-8k-v2", "qwen3-asr-flash",
-    "qwen3-asr-flash-realtime", "qwen3-asr-flash-realtime-2025-10-27", "qwen3-asr-flash-filetrans",
-    "qwen3-omni-flash", "qwen3-omni-flash-realtime", "qwen-audio-3.1-asr-flash-streaming",
-    "qwen-audio-3.1-asr-flash", "qwen-audio-3.1-asr-flash-filetrans", "paraformer-v2",
+    "fun-asr",
+    "fun-asr-2025-11-07",
+    "fun-asr-mtl",
+    "fun-asr-flash-2026-06-15",
+    "fun-asr-realtime",
+    "fun-asr-realtime-2025-11-07",
+    "paraformer-realtime-v2",
+    "paraformer-realtime-8k-v2",
+    "qwen3-asr-flash",
+    "qwen3-asr-flash-realtime",
+    "qwen3-asr-flash-realtime-2025-10-27",
+    "qwen3-asr-flash-filetrans",
+    "qwen3-omni-flash",
+    "qwen3-omni-flash-realtime",
+    "qwen-audio-3.1-asr-flash-streaming",
+    "qwen-audio-3.1-asr-flash",
+    "qwen-audio-3.1-asr-flash-filetrans",
+    "paraformer-v2",
 ]
 
 

@@ -5,12 +5,25 @@ from faster_whisper.transcribe import Segment, Word
 from voxgate.engine.guards import clean_segments, repeated_span
 
 
-def _segment(text_words: list[str], *, no_speech: float = 0.1, logprob: float = -0.3,
-             compression: float = 1.2) -> Segment:
-    words = [Word(start=i * 0.3, end=i * 0.3 + 0.3, word=w, probability=0.9) for i, w in enumerate(text_words)]
-    return Segment(id=1, seek=0, start=0.0, end=len(words) * 0.3, text="".join(text_words), tokens=[],
-                   avg_logprob=logprob, compression_ratio=compression, no_speech_prob=no_speech, words=words,
-                   temperature=0.0)
+def _segment(
+    text_words: list[str], *, no_speech: float = 0.1, logprob: float = -0.3, compression: float = 1.2
+) -> Segment:
+    words = [
+        Word(start=i * 0.3, end=i * 0.3 + 0.3, word=w, probability=0.9) for i, w in enumerate(text_words)
+    ]
+    return Segment(
+        id=1,
+        seek=0,
+        start=0.0,
+        end=len(words) * 0.3,
+        text="".join(text_words),
+        tokens=[],
+        avg_logprob=logprob,
+        compression_ratio=compression,
+        no_speech_prob=no_speech,
+        words=words,
+        temperature=0.0,
+    )
 
 
 def test_repetition_loop_is_cut_after_first_occurrence() -> None:

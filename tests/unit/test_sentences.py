@@ -22,8 +22,10 @@ def test_punctuation_only_token_attaches_to_previous_word() -> None:
 
 def test_sentences_cut_at_punctuation_and_pauses() -> None:
     raw = [
-        (0.0, 0.3, " Go", 1.0), (0.3, 0.6, " home.", 1.0),
-        (0.7, 1.0, " Then", 1.0), (1.0, 1.3, " rest", 1.0),
+        (0.0, 0.3, " Go", 1.0),
+        (0.3, 0.6, " home.", 1.0),
+        (0.7, 1.0, " Then", 1.0),
+        (1.0, 1.3, " rest", 1.0),
         (3.0, 3.4, " later", 1.0),
     ]
     sentences = group_sentences(make_words(raw), "en", max_pause_ms=1000)

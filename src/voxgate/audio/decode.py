@@ -10,7 +10,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -89,7 +89,8 @@ def iter_channel(
         channels = stream.codec_context.channels or 1
         if channel < 0 or channel >= channels:
             raise InvalidParameter(
-                f"channel_id {channel} does not exist: the audio has {channels} channel(s)", param="channel_id"
+                f"channel_id {channel} does not exist: the audio has {channels} channel(s)",
+                param="channel_id",
             )
         layout = stream.codec_context.layout.name if channels > 2 else ("stereo" if channels == 2 else "mono")
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
@@ -154,7 +155,9 @@ def _declared_seconds(
     if container.format.name == "wav" and isinstance(source, (str, Path)):
         declared = _wav_data_bytes(Path(source))
         ctx = stream.codec_context
-        bytes_per_second = (ctx.sample_rate or 0) * (ctx.channels or 0) * (ctx.format.bytes if ctx.format else 0)
+        bytes_per_second = (
+            (ctx.sample_rate or 0) * (ctx.channels or 0) * (ctx.format.bytes if ctx.format else 0)
+        )
         if declared and bytes_per_second:
             return declared / bytes_per_second
     if stream.duration is not None and stream.time_base is not None:
@@ -186,11 +189,11 @@ def _decode_frames(
 ) -> Iterator[av.AudioFrame]:
     preferred = _PREFERRED_DECODERS.get(stream.codec_context.name)
     if preferred and preferred in av.codecs_available:
-        decoder = av.CodecContext.create(preferred, "r")
+        decoder: Any = av.CodecContext.create(preferred, "r")
         decoder.sample_rate = stream.codec_context.sample_rate
         for packet in container.demux(stream):
             if packet.size:
-                yield from decoder.decode(packet)  # type: ignore[misc]
+                yield from decoder.decode(packet)
         return
     for packet in container.demux(stream):
         yield from packet.decode()

@@ -16,7 +16,7 @@ def is_hallucination(segment: Segment) -> bool:
     """A segment the decoder probably invented: likely no speech and low confidence, or very low confidence."""
     if segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOW_LOGPROB:
         return True
-    return segment.avg_logprob < VERY_LOW_LOGPROB
+    return bool(segment.avg_logprob < VERY_LOW_LOGPROB)
 
 
 def repeated_span(tokens: list[str], min_repeats: int = 3, max_ngram: int = 8) -> int | None:

@@ -132,7 +132,7 @@ class Recognizer:
                 channel,
                 options,
                 profile,
-                progress=(lambda s, base=done_before: progress(base + s)) if progress else None,
+                progress=_shifted(progress, done_before),
                 max_duration_s=max_duration_s,
                 max_bytes=max_bytes,
             )
@@ -250,6 +250,13 @@ class Recognizer:
         raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
         words = make_words(raw, offset_ms)
         return group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+
+
+def _shifted(progress: ProgressCallback | None, base: float) -> ProgressCallback | None:
+    """Progress of one channel reported on the file's cumulative audio-time scale."""
+    if progress is None:
+        return None
+    return lambda seconds: progress(base + seconds)
 
 
 def hotword_prompt(hotwords: list[Hotword], language: str | None, max_chars: int = 200) -> str | None:

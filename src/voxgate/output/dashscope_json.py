@@ -8,12 +8,17 @@ from voxgate.engine.types import FileResult, Sentence, Transcript, Word
 
 
 def word_json(word: Word) -> dict[str, Any]:
-    return {"begin_time": word.begin_time, "end_time": word.end_time, "text": word.text,
-            "punctuation": word.punctuation}
+    return {
+        "begin_time": word.begin_time,
+        "end_time": word.end_time,
+        "text": word.text,
+        "punctuation": word.punctuation,
+    }
 
 
-def sentence_json(sentence: Sentence, sentence_id: int, *, words: bool = True,
-                  qwen_style: bool = False) -> dict[str, Any]:
+def sentence_json(
+    sentence: Sentence, sentence_id: int, *, words: bool = True, qwen_style: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "begin_time": sentence.begin_time,
         "end_time": sentence.end_time,
@@ -29,20 +34,24 @@ def sentence_json(sentence: Sentence, sentence_id: int, *, words: bool = True,
     return out
 
 
-def transcript_json(transcript: Transcript, *, words: bool = True, qwen_style: bool = False) -> dict[str, Any]:
+def transcript_json(
+    transcript: Transcript, *, words: bool = True, qwen_style: bool = False
+) -> dict[str, Any]:
     base = 0 if qwen_style else 1
     out: dict[str, Any] = {"channel_id": transcript.channel_id}
     if not qwen_style:
         out["content_duration_in_milliseconds"] = transcript.speech_duration_ms
     out["text"] = transcript.text
     out["sentences"] = [
-        sentence_json(s, base + i, words=words, qwen_style=qwen_style) for i, s in enumerate(transcript.sentences)
+        sentence_json(s, base + i, words=words, qwen_style=qwen_style)
+        for i, s in enumerate(transcript.sentences)
     ]
     return out
 
 
-def file_result_json(result: FileResult, file_url: str, *, family: str = "fun-asr",
-                     words: bool = True) -> dict[str, Any]:
+def file_result_json(
+    result: FileResult, file_url: str, *, family: str = "fun-asr", words: bool = True
+) -> dict[str, Any]:
     """Result JSON for one file. ``family`` ``qwen-asr`` gives the qwen3-asr-flash-filetrans shape."""
     info = result.info
     if family == "qwen-asr":
