@@ -1,0 +1,254 @@
+"""The in-process job executor: a bounded pool of worker threads taking file jobs from the store.
+
+Workers claim PENDING tasks from the store (atomically), fetch each file, run the recognizer in the
+worker thread (never on the event loop) and write each file's outcome back to the store. Nothing about
+a job lives only in memory: after a crash or SIGKILL, :meth:`JobExecutor.start` puts interrupted tasks
+back in the queue and their unfinished files run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.types import FileResult
+from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
+from voxgate.jobs.fetch import Fetcher, FetchError
+from voxgate.jobs.params import JobParameters, parse_job_parameters
+from voxgate.jobs.store import CANCELED, FAILED, SUCCEEDED, TERMINAL, JobStore, TaskView
+from voxgate.output.dashscope_json import file_result_json
+from voxgate.services import Services
+
+log = logging.getLogger("voxgate.jobs")
+
+# Per-file failure codes (the ``code`` of a FAILED subtask).
+DOWNLOAD_FAILED = "InvalidFile.DownloadFailed"
+DECODE_FAILED = "InvalidFile.DecodeFailed"
+TOO_LONG = "InvalidFile.TooLong"
+TOO_LARGE = "InvalidFile.TooLarge"
+_AUDIO_CODES = {"too_long": TOO_LONG, "too_large": TOO_LARGE, "not_found": DOWNLOAD_FAILED}
+
+IDLE_POLL_S = 2.0
+
+
+class _Canceled(Exception):
+    """The task was canceled while a file was being recognized."""
+
+
+class _Stopping(Exception):
+    """The server is shutting down; the task stays RUNNING and is resumed at the next start."""
+
+
+class JobExecutor:
+    """Runs file jobs from ``store`` on ``settings.job_workers`` daemon threads."""
+
+    def __init__(self, store: JobStore, services: Services, fetcher: Fetcher | None = None) -> None:
+        self.store = store
+        self.services = services
+        self.settings = services.settings
+        self.fetcher = fetcher or Fetcher(services.settings)
+        self.results_dir = self.settings.data_dir / "results"
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Requeue interrupted tasks, clear stale downloads, start the workers and the janitor."""
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.fetcher.tmp_dir, ignore_errors=True)
+        resumed = self.store.requeue_interrupted()
+        if resumed:
+            log.info("resuming %d interrupted file job(s): %s", len(resumed), ", ".join(resumed))
+        self.cleanup()
+        for n in range(max(1, self.settings.job_workers)):
+            thread = threading.Thread(target=self._worker, name=f"voxgate-job-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        janitor = threading.Thread(target=self._janitor, name="voxgate-job-janitor", daemon=True)
+        janitor.start()
+        self._threads.append(janitor)
+
+    def stop(self) -> None:
+        """Stop taking jobs. A file being recognized is abandoned at its next checkpoint and resumed later."""
+        self._stop.set()
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake idle workers (a task was submitted)."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def check_capacity(self) -> None:
+        """Raise :class:`Throttling` when the queue of waiting tasks is full."""
+        waiting = self.store.count_waiting()
+        if waiting >= self.settings.job_queue_limit:
+            raise Throttling(f"the transcription queue is full ({waiting} tasks waiting); please retry later")
+
+    # -- workers ----------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                task_id = self.store.claim_next()
+            except Exception:  # database briefly unavailable: keep the worker alive
+                log.exception("could not claim a job")
+                task_id = None
+            if task_id is None:
+                with self._wake:
+                    self._wake.wait(IDLE_POLL_S)
+                continue
+            try:
+                self.run_task(task_id)
+            except _Stopping:
+                return
+            except Exception:
+                log.exception("file job %s crashed", task_id)
+                self.store.finish_task(task_id, status=FAILED, code="InternalError", message="internal error")
+
+    def _janitor(self) -> None:
+        interval = min(600.0, max(5.0, self.settings.result_retention_hours * 3600 / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.cleanup()
+            except Exception:
+                log.exception("result clean-up failed")
+
+    def cleanup(self, now: float | None = None) -> int:
+        """Delete expired result files and forget tasks whose results are all gone."""
+        now = now or time.time()
+        paths = self.store.expire(now)
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+        self.store.expire_tasks_without_results(now - self.settings.result_retention_hours * 3600)
+        return len(paths)
+
+    # -- one task ---------------------------------------------------------------------------------
+    def run_task(self, task_id: str) -> None:
+        """Process every unfinished file of a claimed task, then settle the task's status."""
+        task = self.store.get_task(task_id)
+        if task is None or task.status in TERMINAL:
+            return
+        try:
+            profile = self.services.catalog.resolve(task.model, mode="file")
+            params = parse_job_parameters(task.parameters)
+            params.options.hotwords = self.services.hotwords_for(params.vocabulary_id)
+        except VoxgateError as exc:
+            for f in task.files:
+                if f.status not in TERMINAL:
+                    self.store.finish_file(
+                        task_id, f.position, status=FAILED, code=exc.code, message=exc.message
+                    )
+            self._settle(task_id)
+            return
+        for f in task.files:
+            if f.status in TERMINAL:
+                continue
+            if self._stop.is_set():
+                raise _Stopping
+            if self.store.cancel_requested(task_id):
+                break
+            try:
+                self._run_file(task, f.position, f.file_url, profile, params)
+            except _Canceled:
+                break
+        self._settle(task_id)
+
+    def _settle(self, task_id: str) -> None:
+        task = self.store.get_task(task_id)
+        if task is None:
+            return
+        if task.cancel_requested:
+            for f in task.files:
+                if f.status not in TERMINAL:
+                    self.store.finish_file(task_id, f.position, status=CANCELED)
+            self.store.finish_task(
+                task_id, status=CANCELED, code="TaskCanceled", message="the task was canceled"
+            )
+            return
+        failed = [f for f in task.files if f.status == FAILED]
+        if any(f.status == SUCCEEDED for f in task.files):
+            self.store.finish_task(task_id, status=SUCCEEDED)
+            return
+        first = failed[0] if failed else None
+        code = first.code if first and first.code else "InternalError"
+        message = first.message if first and first.message else "no file could be transcribed"
+        if len(task.files) > 1:
+            message = f"all {len(task.files)} files failed; first: {message}"
+        self.store.finish_task(task_id, status=FAILED, code=code, message=message)
+
+    def _run_file(
+        self, task: TaskView, position: int, url: str, profile: EngineProfile, params: JobParameters
+    ) -> None:
+        store = self.store
+        store.start_file(task.id, position)
+        fetched = None
+        try:
+            fetched = self.fetcher.fetch(url)
+
+            def progress(seconds: float) -> None:
+                if self._stop.is_set():
+                    raise _Stopping
+                if store.cancel_requested(task.id):
+                    raise _Canceled
+                store.file_progress(task.id, position, int(seconds * 1000))
+
+            result = self.services.recognizer.transcribe_file(
+                fetched.path,
+                params.options,
+                profile,
+                progress=progress,
+                max_duration_s=self.settings.max_file_duration_s,
+                max_bytes=self.settings.max_file_bytes,
+            )
+            token, path = self._write_result(result, url, profile, params)
+            expires = time.time() + self.settings.result_retention_hours * 3600
+            duration = result.info.duration_ms or max((t.duration_ms for t in result.transcripts), default=0)
+            store.finish_file(
+                task.id, position, status=SUCCEEDED, duration_ms=duration, result=(token, str(path), expires)
+            )
+        except (_Canceled, _Stopping):
+            raise
+        except FetchError as exc:
+            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
+        except AudioError as exc:
+            code = _AUDIO_CODES.get(exc.reason, DECODE_FAILED)
+            store.finish_file(task.id, position, status=FAILED, code=code, message=exc.message)
+        except InvalidParameter as exc:
+            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
+        except VoxgateError as exc:
+            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
+        except Exception:
+            log.exception("file %d of task %s failed", position, task.id)
+            store.finish_file(
+                task.id,
+                position,
+                status=FAILED,
+                code="InternalError",
+                message="internal error while transcribing",
+            )
+        finally:
+            if fetched is not None:
+                fetched.cleanup()
+
+    def _write_result(
+        self, result: FileResult, url: str, profile: EngineProfile, params: JobParameters
+    ) -> tuple[str, Path]:
+        """Write one file's result JSON once, under an unguessable name."""
+        words = params.enable_words or profile.family != "qwen-asr"
+        body = file_result_json(result, url, family=profile.family, words=words)
+        token = secrets.token_urlsafe(24)
+        path = self.results_dir / f"{token}.json"
+        partial = path.with_suffix(".part")
+        with partial.open("w", encoding="utf-8") as out:
+            json.dump(body, out, ensure_ascii=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+        return token, path

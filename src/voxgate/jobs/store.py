@@ -1,0 +1,545 @@
+"""The durable job store: file-transcription tasks, their files, result files and vocabularies.
+
+SQLAlchemy 2 models plus a small repository. SQLite in ``data_dir`` by default; any SQLAlchemy URL works.
+This is the one source of truth for job state: the executor and the HTTP handlers only read and write here.
+Every method is blocking (call it from a worker thread when on the event loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from voxgate.engine.types import Hotword
+
+# Task and file states (DashScope names).
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+CANCELED = "CANCELED"
+UNKNOWN = "UNKNOWN"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+
+
+def owner_of(api_key: str) -> str:
+    """A stable, non-reversible owner tag for an API key (keys themselves are never stored)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:32]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    family: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the request's parameters
+    status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
+    code: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submit_time: Mapped[float] = mapped_column(Float, index=True)
+    scheduled_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    files: Mapped[list[FileRow]] = relationship(
+        back_populates="task", order_by="FileRow.position", cascade="all, delete-orphan"
+    )
+
+
+class FileRow(Base):
+    __tablename__ = "task_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    file_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    code: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    processed_ms: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    task: Mapped[TaskRow] = relationship(back_populates="files")
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    created: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+class VocabularyRow(Base):
+    __tablename__ = "vocabularies"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    target_model: Mapped[str] = mapped_column(String(128))
+    items: Mapped[str] = mapped_column(Text)  # JSON list of {"text","weight","lang"?}
+    created: Mapped[float] = mapped_column(Float)
+    modified: Mapped[float] = mapped_column(Float)
+
+
+# -- plain snapshots handed to callers --------------------------------------------------------------
+@dataclass(slots=True)
+class FileView:
+    position: int
+    file_url: str
+    status: str
+    code: str | None
+    message: str | None
+    processed_ms: int
+    duration_ms: int | None
+    result_token: str | None
+
+
+@dataclass(slots=True)
+class TaskView:
+    id: str
+    owner: str
+    model: str
+    family: str
+    parameters: dict[str, Any]
+    status: str
+    code: str | None
+    message: str | None
+    submit_time: float
+    scheduled_time: float | None
+    end_time: float | None
+    attempts: int
+    cancel_requested: bool
+    files: list[FileView] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class VocabularyView:
+    id: str
+    prefix: str
+    target_model: str
+    items: list[dict[str, Any]]
+    created: float
+    modified: float
+
+
+def _task_view(row: TaskRow) -> TaskView:
+    return TaskView(
+        id=row.id,
+        owner=row.owner,
+        model=row.model,
+        family=row.family,
+        parameters=json.loads(row.parameters or "{}"),
+        status=row.status,
+        code=row.code,
+        message=row.message,
+        submit_time=row.submit_time,
+        scheduled_time=row.scheduled_time,
+        end_time=row.end_time,
+        attempts=row.attempts,
+        cancel_requested=bool(row.cancel_requested),
+        files=[
+            FileView(
+                f.position,
+                f.file_url,
+                f.status,
+                f.code,
+                f.message,
+                f.processed_ms,
+                f.duration_ms,
+                f.result_token,
+            )
+            for f in row.files
+        ],
+    )
+
+
+def _vocabulary_view(row: VocabularyRow) -> VocabularyView:
+    return VocabularyView(
+        row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode, a busy timeout and cross-thread use."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class JobStore:
+    """Repository over the job tables. Thread-safe: every call opens its own short session."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._vocab_cache: dict[str, list[Hotword] | None] = {}
+        self._vocab_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def create_task(
+        self,
+        task_id: str,
+        *,
+        owner: str,
+        model: str,
+        family: str,
+        parameters: dict[str, Any],
+        file_urls: list[str],
+    ) -> None:
+        with self._session() as s:
+            task = TaskRow(
+                id=task_id,
+                owner=owner,
+                model=model,
+                family=family,
+                parameters=json.dumps(parameters, ensure_ascii=False),
+                status=PENDING,
+                submit_time=time.time(),
+                attempts=0,
+                cancel_requested=0,
+            )
+            task.files = [
+                FileRow(position=i, file_url=url, status=PENDING, processed_ms=0)
+                for i, url in enumerate(file_urls)
+            ]
+            s.add(task)
+
+    def get_task(self, task_id: str) -> TaskView | None:
+        with self._session() as s:
+            row = s.get(TaskRow, task_id)
+            return _task_view(row) if row is not None else None
+
+    def list_tasks(
+        self,
+        *,
+        owner: str,
+        status: str | None = None,
+        model: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        page_no: int = 1,
+        page_size: int = 10,
+    ) -> tuple[list[TaskView], int]:
+        with self._session() as s:
+            query = select(TaskRow).where(TaskRow.owner == owner)
+            if status:
+                query = query.where(TaskRow.status == status)
+            if model:
+                query = query.where(TaskRow.model == model)
+            if start is not None:
+                query = query.where(TaskRow.submit_time >= start)
+            if end is not None:
+                query = query.where(TaskRow.submit_time <= end)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(
+                query.order_by(TaskRow.submit_time.desc()).offset((page_no - 1) * page_size).limit(page_size)
+            ).all()
+            return [_task_view(r) for r in rows], int(total)
+
+    def count_waiting(self) -> int:
+        """Tasks not yet started (the queue length)."""
+        with self._session() as s:
+            return int(s.scalar(select(func.count()).where(TaskRow.status == PENDING)) or 0)
+
+    def claim_next(self) -> str | None:
+        """Atomically move the oldest PENDING task to RUNNING and return its id (None if none)."""
+        with self._session() as s:
+            candidates = s.scalars(
+                select(TaskRow.id).where(TaskRow.status == PENDING).order_by(TaskRow.submit_time).limit(5)
+            ).all()
+            for task_id in candidates:
+                claimed = s.execute(
+                    update(TaskRow)
+                    .where(TaskRow.id == task_id, TaskRow.status == PENDING)
+                    .values(
+                        status=RUNNING,
+                        scheduled_time=func.coalesce(TaskRow.scheduled_time, time.time()),
+                        attempts=TaskRow.attempts + 1,
+                    )
+                )
+                if claimed.rowcount:  # type: ignore[attr-defined]
+                    return task_id
+            return None
+
+    def requeue_interrupted(self) -> list[str]:
+        """After a restart: RUNNING tasks (and their unfinished files) go back to PENDING."""
+        with self._session() as s:
+            ids = list(s.scalars(select(TaskRow.id).where(TaskRow.status == RUNNING)).all())
+            if ids:
+                s.execute(update(TaskRow).where(TaskRow.id.in_(ids)).values(status=PENDING))
+                s.execute(
+                    update(FileRow)
+                    .where(FileRow.task_id.in_(ids), FileRow.status == RUNNING)
+                    .values(status=PENDING, processed_ms=0)
+                )
+            return ids
+
+    def start_file(self, task_id: str, position: int) -> None:
+        with self._session() as s:
+            s.execute(
+                update(FileRow)
+                .where(FileRow.task_id == task_id, FileRow.position == position)
+                .values(status=RUNNING, processed_ms=0, code=None, message=None)
+            )
+
+    def file_progress(
+        self, task_id: str, position: int, processed_ms: int, duration_ms: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {"processed_ms": processed_ms}
+        if duration_ms is not None:
+            values["duration_ms"] = duration_ms
+        with self._session() as s:
+            s.execute(
+                update(FileRow)
+                .where(FileRow.task_id == task_id, FileRow.position == position)
+                .values(**values)
+            )
+
+    def finish_file(
+        self,
+        task_id: str,
+        position: int,
+        *,
+        status: str,
+        code: str | None = None,
+        message: str | None = None,
+        duration_ms: int | None = None,
+        result: tuple[str, str, float] | None = None,
+    ) -> None:
+        """Record a file's outcome; ``result`` = (token, path, expires) registers its result file."""
+        values: dict[str, Any] = {"status": status, "code": code, "message": message}
+        if duration_ms is not None:
+            values["duration_ms"] = duration_ms
+            values["processed_ms"] = duration_ms
+        with self._session() as s:
+            if result is not None:
+                token, path, expires = result
+                s.add(
+                    ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires)
+                )
+                values["result_token"] = token
+            s.execute(
+                update(FileRow)
+                .where(FileRow.task_id == task_id, FileRow.position == position)
+                .values(**values)
+            )
+
+    def finish_task(
+        self, task_id: str, *, status: str, code: str | None = None, message: str | None = None
+    ) -> None:
+        with self._session() as s:
+            s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status.not_in(TERMINAL))
+                .values(status=status, code=code, message=message, end_time=time.time())
+            )
+
+    def cancel_task(self, task_id: str) -> str | None:
+        """Cancel a PENDING task at once, or ask a RUNNING one to stop. Returns the status after the call."""
+        with self._session() as s:
+            row = s.get(TaskRow, task_id)
+            if row is None:
+                return None
+            if row.status == PENDING:
+                row.status = CANCELED
+                row.end_time = time.time()
+                row.code, row.message = "TaskCanceled", "the task was canceled"
+                for f in row.files:
+                    if f.status not in TERMINAL:
+                        f.status = CANCELED
+            elif row.status == RUNNING:
+                row.cancel_requested = 1
+            return row.status
+
+    def cancel_requested(self, task_id: str) -> bool:
+        with self._session() as s:
+            return bool(s.scalar(select(TaskRow.cancel_requested).where(TaskRow.id == task_id)))
+
+    # -- results ----------------------------------------------------------------------------------
+    def result_path(self, token: str, now: float | None = None) -> str | None:
+        """The stored result file of ``token`` if it exists and has not expired."""
+        with self._session() as s:
+            row = s.get(ResultRow, token)
+            if row is None or row.expires <= (now or time.time()):
+                return None
+            return row.path
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Drop expired results (returning their paths to delete) and finished tasks older than them."""
+        now = now or time.time()
+        with self._session() as s:
+            rows = s.scalars(select(ResultRow).where(ResultRow.expires <= now)).all()
+            paths = [r.path for r in rows]
+            task_ids = {r.task_id for r in rows}
+            s.execute(delete(ResultRow).where(ResultRow.expires <= now))
+            if task_ids:
+                still_served = set(
+                    s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(task_ids))).all()
+                )
+                gone = [t for t in task_ids if t not in still_served]
+                if gone:
+                    s.execute(delete(FileRow).where(FileRow.task_id.in_(gone)))
+                    s.execute(delete(TaskRow).where(TaskRow.id.in_(gone), TaskRow.status.in_(TERMINAL)))
+            return paths
+
+    def expire_tasks_without_results(self, older_than: float) -> int:
+        """Forget finished tasks without result files that ended before ``older_than``."""
+        with self._session() as s:
+            ids = list(
+                s.scalars(
+                    select(TaskRow.id).where(TaskRow.status.in_(TERMINAL), TaskRow.end_time < older_than)
+                ).all()
+            )
+            if not ids:
+                return 0
+            served = set(s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(ids))).all())
+            gone = [t for t in ids if t not in served]
+            if gone:
+                s.execute(delete(FileRow).where(FileRow.task_id.in_(gone)))
+                s.execute(delete(TaskRow).where(TaskRow.id.in_(gone)))
+            return len(gone)
+
+    # -- vocabularies -----------------------------------------------------------------------------
+    def create_vocabulary(
+        self, vocabulary_id: str, *, owner: str, prefix: str, target_model: str, items: list[dict[str, Any]]
+    ) -> None:
+        now = time.time()
+        with self._session() as s:
+            s.add(
+                VocabularyRow(
+                    id=vocabulary_id,
+                    owner=owner,
+                    prefix=prefix,
+                    target_model=target_model,
+                    items=json.dumps(items, ensure_ascii=False),
+                    created=now,
+                    modified=now,
+                )
+            )
+        self._forget(vocabulary_id)
+
+    def get_vocabulary(self, vocabulary_id: str, owner: str | None = None) -> VocabularyView | None:
+        with self._session() as s:
+            row = s.get(VocabularyRow, vocabulary_id)
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return _vocabulary_view(row)
+
+    def list_vocabularies(
+        self, *, owner: str, prefix: str | None, page_index: int, page_size: int
+    ) -> list[VocabularyView]:
+        with self._session() as s:
+            query = select(VocabularyRow).where(VocabularyRow.owner == owner)
+            if prefix:
+                query = query.where(VocabularyRow.prefix == prefix)
+            rows = s.scalars(
+                query.order_by(VocabularyRow.created.desc(), VocabularyRow.id)
+                .offset(page_index * page_size)
+                .limit(page_size)
+            ).all()
+            return [_vocabulary_view(r) for r in rows]
+
+    def update_vocabulary(self, vocabulary_id: str, *, owner: str, items: list[dict[str, Any]]) -> bool:
+        with self._session() as s:
+            done = s.execute(
+                update(VocabularyRow)
+                .where(VocabularyRow.id == vocabulary_id, VocabularyRow.owner == owner)
+                .values(items=json.dumps(items, ensure_ascii=False), modified=time.time())
+            )
+        self._forget(vocabulary_id)
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def delete_vocabulary(self, vocabulary_id: str, *, owner: str) -> bool:
+        with self._session() as s:
+            done = s.execute(
+                delete(VocabularyRow).where(VocabularyRow.id == vocabulary_id, VocabularyRow.owner == owner)
+            )
+        self._forget(vocabulary_id)
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def hotwords(self, vocabulary_id: str) -> list[Hotword] | None:
+        """The :class:`VocabularyLookup` protocol: hotwords of a vocabulary, cached until it changes."""
+        with self._vocab_lock:
+            if vocabulary_id in self._vocab_cache:
+                cached = self._vocab_cache[vocabulary_id]
+                return list(cached) if cached is not None else None
+        view = self.get_vocabulary(vocabulary_id)
+        words = (
+            [Hotword(text=i["text"], weight=int(i.get("weight", 4)), lang=i.get("lang")) for i in view.items]
+            if view is not None
+            else None
+        )
+        with self._vocab_lock:
+            if len(self._vocab_cache) > 1024:
+                self._vocab_cache.clear()
+            self._vocab_cache[vocabulary_id] = words
+        return list(words) if words is not None else None
+
+    def _forget(self, vocabulary_id: str) -> None:
+        with self._vocab_lock:
+            self._vocab_cache.pop(vocabulary_id, None)
+
+
+_shared_lock = threading.Lock()
+
+
+def shared_store(extras: dict[str, Any], url: str) -> JobStore:
+    """The process's store, kept in ``services.extras["store"]`` (created on first use)."""
+    with _shared_lock:
+        store = extras.get("store")
+        if not isinstance(store, JobStore):
+            store = JobStore(url)
+            extras["store"] = store
+        return store
