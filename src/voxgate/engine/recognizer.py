@@ -17,7 +17,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from voxgate.audio.decode import SAMPLE_RATE, Source, iter_channel, probe
-from voxgate.engine import postprocess
+from voxgate.engine import diarize, postprocess
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.guards import clean_segments
 from voxgate.engine.language import detect_language
@@ -109,6 +109,8 @@ class Recognizer:
         if language is None:
             language = self._language(model, audio, options)
         sentences = self._decode_block(name, audio, options, profile, language, offset_ms)
+        if options.diarization:
+            sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
         return postprocess.apply(sentences, options, language), language
 
     # -- files ----------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ class Recognizer:
         language: str | None = options.language
         sentences: list[Sentence] = []
         speech_samples = 0
+        track = diarize.DiarizationTrack(options.speaker_count) if options.diarization else None
 
         def run(final: bool) -> None:
             nonlocal buffer, buffer_offset, language, speech_samples
@@ -182,6 +185,8 @@ class Recognizer:
                     language = self._language(model, buffer[:cut], options, speech=kept)
                 offset_ms = round(buffer_offset * 1000 / SAMPLE_RATE)
                 sentences.extend(self._decode_block(name, buffer[:cut], options, profile, language, offset_ms))
+                if track is not None:
+                    track.add(buffer[:cut], buffer_offset)
             buffer_offset += cut
             buffer = buffer[cut:].copy()
             if progress:
@@ -196,6 +201,8 @@ class Recognizer:
         total = buffer_offset + buffer.shape[0]
         if buffer.shape[0]:
             run(final=True)
+        if track is not None:
+            sentences = track.label(sentences)
         sentences = postprocess.apply(sentences, options, language)
         return Transcript(
             channel_id=channel,

@@ -1,0 +1,469 @@
+"""Speaker diarization: who spoke each word, on CPU, without torch.
+
+Speaker embeddings come from the GE2E encoder of the ``resemblyzer`` package, converted once to ONNX
+(``scripts/export_speaker_encoder.py``; ``data/speaker_encoder.onnx``), fed with a numpy 40-band mel
+spectrogram (16 kHz, 25 ms window, 10 ms hop). Windows of up to 1.6 s over VAD speech are embedded and
+grouped by agglomerative (average-linkage) cosine clustering: to a fixed number of speakers when one is
+given, otherwise until the closest clusters are farther apart than a threshold. Every word then takes
+the speaker of its time, and sentences are split where the speaker changes.
+
+Long files are fed block by block (:class:`DiarizationTrack`): only the small embeddings are kept, and
+the clustering runs once at the end. Real-time sessions use :class:`OnlineSpeakerLabeler`, which labels
+each finalized sentence as it comes and never changes a label once given.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from voxgate.engine.sentences import sentence_text
+from voxgate.engine.types import Sentence, Word
+
+SAMPLE_RATE = 16_000
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms
+N_MELS = 40
+WINDOW_FRAMES = 160  # 1.6 s per embedding window
+STEP_FRAMES = 80  # 0.8 s between window starts
+WINDOWS_PER_SEGMENT = 4  # windows averaged into one segment embedding (up to 4 s of speech)
+MIN_WINDOW_FRAMES = 50  # speech runs shorter than 0.5 s get no window of their own
+TARGET_DBFS = -30.0  # windows quieter than this are raised to it (as the encoder was trained)
+DISTANCE_THRESHOLD = 0.18  # cosine distance (average linkage) above which segments are different speakers
+MIN_SPLIT_DISTANCE = 0.12  # clusters closer than this are one speaker even when a larger count is asked
+MAX_SPEAKERS = 20  # when the count is estimated
+MAX_CLUSTERED = 1000  # beyond this many segments, cluster a stride of them and assign the rest
+TIMELINE_MS = 50  # resolution of the speaker timeline words are read from
+
+
+# -- front end ------------------------------------------------------------------------------------------
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz * 3.0 / 200.0
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * 200.0 / 3.0
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+@lru_cache(maxsize=1)
+def _mel_filters() -> np.ndarray:
+    """(N_MELS, N_FFT//2+1) triangular filters, area-normalized (Slaney), 0 Hz to Nyquist."""
+    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(SAMPLE_RATE / 2)), N_MELS + 2))
+    filters = np.zeros((N_MELS, fft_hz.size))
+    for band in range(N_MELS):
+        low, centre, high = edges[band], edges[band + 1], edges[band + 2]
+        rising = (fft_hz - low) / (centre - low)
+        falling = (high - fft_hz) / (high - centre)
+        filters[band] = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (high - low))
+    return filters
+
+
+@lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann
+
+
+def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
+    """Power mel spectrogram (frames, 40), float32; frame ``i`` is centred on sample ``i * 160``."""
+    audio = np.asarray(audio, dtype=np.float32)
+    padded = np.pad(audio.astype(np.float64), N_FFT // 2)
+    n_frames = 1 + (padded.size - N_FFT) // HOP if padded.size >= N_FFT else 0
+    if n_frames <= 0:
+        return np.zeros((0, N_MELS), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:n_frames]
+    spectrum = np.abs(np.fft.rfft(frames * _window(), axis=1)) ** 2
+    return np.asarray(spectrum @ _mel_filters().T, dtype=np.float32)
+
+
+# -- encoder --------------------------------------------------------------------------------------------
+class SpeakerEncoder:
+    """The ONNX speaker encoder: mel windows (batch, frames, 40) -> L2-normalized 256-d embeddings."""
+
+    def __init__(self, threads: int = 1) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        model = resources.files("voxgate") / "data" / "speaker_encoder.onnx"
+        self._session = onnxruntime.InferenceSession(model.read_bytes(), options, providers=["CPUExecutionProvider"])
+
+    def embed(self, mels: np.ndarray) -> np.ndarray:
+        if mels.shape[0] == 0:
+            return np.zeros((0, 256), dtype=np.float32)
+        out = self._session.run(None, {"mels": np.ascontiguousarray(mels, dtype=np.float32)})[0]
+        return _normalize(np.asarray(out, dtype=np.float32))
+
+
+_encoder_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _cached_encoder() -> SpeakerEncoder:
+    return SpeakerEncoder()
+
+
+def encoder() -> SpeakerEncoder:
+    """The process-wide encoder, loaded on first use."""
+    with _encoder_lock:
+        return _cached_encoder()
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-9), dtype=np.float32)
+
+
+# -- windows over speech --------------------------------------------------------------------------------
+def speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:
+    """VAD speech runs of a 16 kHz clip as (start, end) samples (Silero VAD from faster-whisper)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    found = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=300, speech_pad_ms=100))
+    return [(int(seg["start"]), int(seg["end"])) for seg in found]
+
+
+def _window_starts(n_frames: int) -> list[tuple[int, int]]:
+    """(start, length) in frames of the embedding windows covering one speech run."""
+    if n_frames < MIN_WINDOW_FRAMES:
+        return []
+    if n_frames <= WINDOW_FRAMES:
+        return [(0, n_frames)]
+    starts = list(range(0, n_frames - WINDOW_FRAMES + 1, STEP_FRAMES))
+    if starts[-1] + WINDOW_FRAMES < n_frames:
+        starts.append(n_frames - WINDOW_FRAMES)
+    return [(s, WINDOW_FRAMES) for s in starts]
+
+
+def embed_speech(
+    audio: np.ndarray, regions: Sequence[tuple[int, int]], offset_samples: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the speech ``regions`` of ``audio`` as segments of about 3 s.
+
+    Each region is covered by 1.6 s windows; consecutive windows (up to :data:`WINDOWS_PER_SEGMENT`)
+    are averaged into one segment embedding, which is far steadier than a single window's. Returns
+    ``(spans_ms, embeddings)``: spans (n, 2) in ms of the whole stream (``offset_samples`` is the stream
+    position of ``audio[0]``) and L2-normalized embeddings (n, 256).
+    """
+    spans: list[tuple[int, int]] = []
+    region_of: list[int] = []
+    batches: dict[int, list[np.ndarray]] = {}
+    order: dict[int, list[int]] = {}
+    for number, (first_sample, last_sample) in enumerate(regions):
+        start, end = max(0, first_sample), min(audio.shape[0], last_sample)
+        if end <= start:
+            continue
+        segment = audio[start:end]
+        mels = mel_spectrogram(segment)
+        for first, length in _window_starts(mels.shape[0]):
+            a, b = first * HOP, min(segment.size, (first + length) * HOP)
+            rms = float(np.sqrt(np.mean(np.square(segment[a:b], dtype=np.float64)))) if b > a else 0.0
+            gain = 1.0
+            if rms > 1e-6:
+                gain = max(1.0, 10 ** ((TARGET_DBFS - 20 * np.log10(rms)) / 20))
+            batches.setdefault(length, []).append(mels[first : first + length] * np.float32(gain**2))
+            order.setdefault(length, []).append(len(spans))
+            begin_ms = (offset_samples + start + a) * 1000 // SAMPLE_RATE
+            spans.append((begin_ms, (offset_samples + start + b) * 1000 // SAMPLE_RATE))
+            region_of.append(number)
+    windows = np.zeros((len(spans), 256), dtype=np.float32)
+    if spans:
+        model = encoder()
+        for length, stacked in batches.items():
+            stack = np.stack(stacked)
+            for i in range(0, stack.shape[0], 64):
+                windows[order[length][i : i + 64]] = model.embed(stack[i : i + 64])
+    out_spans: list[tuple[int, int]] = []
+    out_embeddings: list[np.ndarray] = []
+    regions_seen = np.asarray(region_of, dtype=np.int64)
+    for number in dict.fromkeys(region_of):
+        index = np.flatnonzero(regions_seen == number)
+        for group in np.array_split(index, int(np.ceil(index.size / WINDOWS_PER_SEGMENT))):
+            out_spans.append((spans[group[0]][0], spans[group[-1]][1]))
+            out_embeddings.append(windows[group].mean(axis=0))
+    if not out_spans:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros((0, 256), dtype=np.float32)
+    return np.asarray(out_spans, dtype=np.int64), _normalize(np.stack(out_embeddings))
+
+
+# -- clustering -----------------------------------------------------------------------------------------
+def _average_linkage(
+    embeddings: np.ndarray, speaker_count: int | None, threshold: float, max_speakers: int
+) -> np.ndarray:
+    """Agglomerative clustering with average linkage on cosine distance; cluster index per row."""
+    n = embeddings.shape[0]
+    distance = (1.0 - embeddings @ embeddings.T).astype(np.float64)
+    np.fill_diagonal(distance, np.inf)
+    sizes = np.ones(n)
+    active = np.ones(n, dtype=bool)
+    members: list[list[int]] = [[i] for i in range(n)]
+    clusters = n
+    while clusters > 1:
+        flat = int(np.argmin(distance))
+        i, j = divmod(flat, n)
+        closest = distance[i, j]
+        if speaker_count is not None:
+            if clusters <= speaker_count and closest >= MIN_SPLIT_DISTANCE:
+                break
+        elif closest > threshold and clusters <= max_speakers:
+            break
+        # merge j into i (Lance-Williams update for average linkage)
+        merged = (sizes[i] * distance[i] + sizes[j] * distance[j]) / (sizes[i] + sizes[j])
+        distance[i, :] = merged
+        distance[:, i] = merged
+        distance[i, i] = np.inf
+        distance[j, :] = np.inf
+        distance[:, j] = np.inf
+        sizes[i] += sizes[j]
+        active[j] = False
+        members[i].extend(members[j])
+        members[j] = []
+        clusters -= 1
+    labels = np.zeros(n, dtype=np.int64)
+    for index, root in enumerate(np.flatnonzero(active)):
+        labels[members[root]] = index
+    return labels
+
+
+def cluster(
+    embeddings: np.ndarray,
+    speaker_count: int | None = None,
+    *,
+    threshold: float = DISTANCE_THRESHOLD,
+    max_speakers: int = MAX_SPEAKERS,
+) -> np.ndarray:
+    """Speaker index per embedding (0..k-1).
+
+    With ``speaker_count`` the windows are grouped into that many speakers, unless the remaining clusters
+    are so close (< :data:`MIN_SPLIT_DISTANCE`) that they are plainly one voice. Without it, the count is
+    estimated with ``threshold``, and capped at ``max_speakers``.
+    """
+    n = embeddings.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64)
+    if n <= MAX_CLUSTERED:
+        return _average_linkage(embeddings, speaker_count, threshold, max_speakers)
+    stride = int(np.ceil(n / MAX_CLUSTERED))
+    sample = embeddings[::stride]
+    sample_labels = _average_linkage(sample, speaker_count, threshold, max_speakers)
+    k = int(sample_labels.max()) + 1
+    centroids = _normalize(np.stack([sample[sample_labels == c].mean(axis=0) for c in range(k)]))
+    return np.asarray(np.argmax(embeddings @ centroids.T, axis=1), dtype=np.int64)
+
+
+# -- labelling words and sentences ------------------------------------------------------------------------
+def _timeline(spans: np.ndarray, labels: np.ndarray, end_ms: int) -> np.ndarray:
+    """Speaker per TIMELINE_MS slot: windows vote (centre-weighted); gaps take the nearest voted slot."""
+    k = int(labels.max()) + 1
+    slots = end_ms // TIMELINE_MS + 2
+    votes = np.zeros((slots, k))
+    for (begin, end), label in zip(spans.tolist(), labels.tolist(), strict=True):
+        a, b = begin // TIMELINE_MS, max(begin // TIMELINE_MS + 1, end // TIMELINE_MS)
+        positions = np.arange(a, min(b, slots))
+        centre, half = (a + b) / 2, max((b - a) / 2, 1)
+        votes[positions, label] += 1.0 - 0.9 * np.abs(positions + 0.5 - centre) / half
+    voted = votes.max(axis=1) > 0
+    timeline = np.argmax(votes, axis=1)
+    known = np.flatnonzero(voted)
+    nearest = np.clip(np.searchsorted(known, np.arange(slots)), 0, known.size - 1)
+    previous = np.clip(nearest - 1, 0, known.size - 1)
+    pick = np.where(
+        np.abs(known[previous] - np.arange(slots)) <= np.abs(known[nearest] - np.arange(slots)),
+        known[previous],
+        known[nearest],
+    )
+    return np.asarray(np.where(voted, timeline, timeline[pick]), dtype=np.int64)
+
+
+def _smooth(labels: list[int], words: Sequence[Word]) -> list[int]:
+    """A lone short word between two words of the same speaker belongs to that speaker."""
+    out = list(labels)
+    for i in range(1, len(out) - 1):
+        short = words[i].end_time - words[i].begin_time < 600
+        if out[i - 1] == out[i + 1] != out[i] and short:
+            out[i] = out[i - 1]
+    return out
+
+
+def label_sentences(sentences: Sequence[Sentence], spans: np.ndarray, labels: np.ndarray) -> list[Sentence]:
+    """Give every word the speaker of its time, split sentences at speaker changes, set ``speaker_id``.
+
+    Speaker ids are renumbered from 0 in order of first appearance.
+    """
+    if not sentences:
+        return []
+    if labels.size == 0:
+        return [replace(s, speaker_id=0) for s in sentences]
+    end_ms = max(int(spans[:, 1].max()), max(s.end_time for s in sentences))
+    timeline = _timeline(spans, labels, end_ms)
+
+    def at(begin: int, end: int) -> int:
+        a = min(begin // TIMELINE_MS, timeline.size - 1)
+        b = max(a + 1, end // TIMELINE_MS)
+        return int(np.bincount(timeline[a:b]).argmax())
+
+    out: list[Sentence] = []
+    for sentence in sentences:
+        if not sentence.words:
+            out.append(replace(sentence, speaker_id=at(sentence.begin_time, sentence.end_time)))
+            continue
+        word_labels = _smooth([at(w.begin_time, w.end_time) for w in sentence.words], sentence.words)
+        start = 0
+        for end in range(1, len(word_labels) + 1):
+            if end == len(word_labels) or word_labels[end] != word_labels[start]:
+                out.append(_piece(sentence, sentence.words[start:end], word_labels[start]))
+                start = end
+    first_seen: dict[int, int] = {}
+    for sentence in out:
+        assert sentence.speaker_id is not None
+        sentence.speaker_id = first_seen.setdefault(sentence.speaker_id, len(first_seen))
+    return out
+
+
+def _piece(sentence: Sentence, words: list[Word], speaker: int) -> Sentence:
+    return Sentence(
+        begin_time=words[0].begin_time,
+        end_time=words[-1].end_time,
+        text=sentence_text(words, sentence.language),
+        words=words,
+        language=sentence.language,
+        speaker_id=speaker,
+    )
+
+
+# -- whole-stream (file) diarization ----------------------------------------------------------------------
+@dataclass
+class DiarizationTrack:
+    """Embeddings of one channel, fed block by block; clustered and applied once at the end."""
+
+    speaker_count: int | None = None
+    _spans: list[np.ndarray] = field(default_factory=list)
+    _embeddings: list[np.ndarray] = field(default_factory=list)
+
+    def add(
+        self,
+        audio: np.ndarray,
+        offset_samples: int,
+        speech: Sequence[dict[str, Any]] | Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        """Embed the speech in ``audio`` (16 kHz float32) that starts ``offset_samples`` into the stream.
+
+        ``speech``: VAD runs of ``audio`` (``{"start", "end"}`` dicts or pairs, in samples); found here
+        when not given.
+        """
+        if speech is None:
+            regions = speech_regions(audio)
+        else:
+            regions = [
+                (int(r["start"]), int(r["end"])) if isinstance(r, dict) else (int(r[0]), int(r[1])) for r in speech
+            ]
+        spans, embeddings = embed_speech(audio, regions, offset_samples)
+        self._spans.append(spans)
+        self._embeddings.append(embeddings)
+
+    @property
+    def window_count(self) -> int:
+        return sum(e.shape[0] for e in self._embeddings)
+
+    def speakers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(spans_ms, speaker label per window)."""
+        if not self._embeddings:
+            return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        spans = np.concatenate(self._spans)
+        embeddings = np.concatenate(self._embeddings)
+        return spans, cluster(embeddings, self.speaker_count)
+
+    def label(self, sentences: Sequence[Sentence]) -> list[Sentence]:
+        spans, labels = self.speakers()
+        return label_sentences(sentences, spans, labels)
+
+
+def diarize(
+    audio: np.ndarray, sentences: Sequence[Sentence], speaker_count: int | None = None, offset_ms: int = 0
+) -> list[Sentence]:
+    """Label the sentences recognized in one in-memory clip (``offset_ms``: stream time of ``audio[0]``)."""
+    track = DiarizationTrack(speaker_count)
+    track.add(audio, offset_ms * SAMPLE_RATE // 1000)
+    return track.label(sentences)
+
+
+# -- real-time sessions -------------------------------------------------------------------------------------
+def utterance_embedding(audio: np.ndarray) -> np.ndarray | None:
+    """One L2-normalized embedding for a short utterance (mean of its windows); None if too short."""
+    regions = speech_regions(audio) or [(0, audio.shape[0])]
+    _spans, embeddings = embed_speech(audio, regions)
+    if embeddings.shape[0] == 0:
+        return None
+    return _normalize(embeddings.mean(axis=0))
+
+
+class OnlineSpeakerLabeler:
+    """Speaker ids for a live session, one finalized sentence at a time; a given id never changes.
+
+    Each sentence's audio is embedded and compared with the running centroid of every speaker so far:
+    it joins the closest one within ``threshold`` (cosine distance), else opens a new speaker (up to
+    ``max_speakers``; then the closest). Too-short sentences keep the previous speaker. Thread-safe.
+    """
+
+    def __init__(self, threshold: float = DISTANCE_THRESHOLD, max_speakers: int | None = None) -> None:
+        self.threshold = threshold
+        self.max_speakers = max_speakers or MAX_SPEAKERS
+        self._sums: list[np.ndarray] = []
+        self._last: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def speaker_count(self) -> int:
+        return len(self._sums)
+
+    def assign(self, audio: np.ndarray) -> int:
+        """Speaker id of one utterance (16 kHz float32 audio of the finalized sentence)."""
+        embedding = utterance_embedding(audio)
+        with self._lock:
+            if embedding is None:
+                if self._last is None:
+                    self._sums.append(np.zeros(256, dtype=np.float32))
+                    self._last = 0
+                return self._last
+            speaker = self._closest(embedding)
+            if speaker is None:
+                self._sums.append(embedding.copy())
+                speaker = len(self._sums) - 1
+            else:
+                self._sums[speaker] = self._sums[speaker] + embedding
+            self._last = speaker
+            return speaker
+
+    def _closest(self, embedding: np.ndarray) -> int | None:
+        live = [i for i, s in enumerate(self._sums) if float(np.linalg.norm(s)) > 0]
+        if not live:
+            if self._sums:  # a placeholder speaker 0 opened by a too-short first sentence
+                return 0
+            return None
+        centroids = _normalize(np.stack([self._sums[i] for i in live]))
+        similarity = centroids @ embedding
+        best = int(np.argmax(similarity))
+        if 1.0 - float(similarity[best]) <= self.threshold or len(self._sums) >= self.max_speakers:
+            return live[best]
+        return None
+
+    def label(self, sentence: Sentence, audio: np.ndarray) -> Sentence:
+        """Set ``sentence.speaker_id`` from its audio and return the sentence."""
+        sentence.speaker_id = self.assign(audio)
+        return sentence
