@@ -1,0 +1,421 @@
+"""Run-task WebSocket protocol (``/api-ws/v1/inference``): Fun-ASR / Paraformer real-time recognition.
+
+``run-task`` -> ``task-started``; binary audio frames; ``result-generated`` events (interim results with
+``end_time: null``, finals with integer ``end_time``, words and ``usage``); ``continue-task`` updates the
+decoding context; ``finish-task`` -> remaining finals -> ``task-finished``. Any error -> ``task-failed``,
+then the server closes the connection. Several tasks may run one after another on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from voxgate.api.dashscope.ws_support import (
+    Outbox,
+    authenticate,
+    build_engine,
+    partial_model_for,
+    scheduler_of,
+    start_streaming,
+    stop_streaming,
+    stream_units,
+)
+from voxgate.audio.incremental import StreamDecoder, make_decoder
+from voxgate.engine.scheduler import Scheduler, Ticket
+from voxgate.engine.stream import Final, Interim, RecognitionStream, StreamConfig, StreamEvent
+from voxgate.engine.types import RecognitionOptions, Sentence
+from voxgate.errors import AudioError, InvalidParameter, VoxgateError
+from voxgate.services import Services
+
+log = logging.getLogger("voxgate.inference_ws")
+router = APIRouter()
+
+MAX_FRAME_BYTES = 1024 * 1024  # one binary audio frame (the SDKs send 3.2-12.8 KB)
+MAX_TEXT_BYTES = 256 * 1024
+SILENCE_RANGE = (200, 6000)
+DEFAULT_SILENCE_MS = 800
+
+
+async def on_startup(services: Services) -> None:
+    await start_streaming(services)
+
+
+async def on_shutdown(services: Services) -> None:
+    await stop_streaming(services)
+
+
+class TaskFailed(Exception):
+    """Ends the current task with ``task-failed`` and closes the connection."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _event(task_id: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"header": {"task_id": task_id, "event": name, "attributes": {}}, "payload": payload}
+
+
+def _failed(task_id: str, code: str, message: str) -> dict[str, Any]:
+    return {
+        "header": {
+            "task_id": task_id,
+            "event": "task-failed",
+            "error_code": code,
+            "error_message": message,
+            "attributes": {},
+        },
+        "payload": {},
+    }
+
+
+def _bool(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def context_text(payload_input: Any) -> str | None:
+    """Plain text of a run-task / continue-task ``input`` context (messages or a string)."""
+    if not isinstance(payload_input, dict):
+        return None
+    context = payload_input.get("context", payload_input.get("text"))
+    if isinstance(context, str):
+        return context.strip() or None
+    texts: list[str] = []
+    if isinstance(context, list):
+        for message in context:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    joined = " ".join(t.strip() for t in texts if t and t.strip())
+    return joined or None
+
+
+class RunTask:
+    """One running task: decoder, recognition stream, capacity ticket, event numbering."""
+
+    def __init__(
+        self, task_id: str, outbox: Outbox, scheduler: Scheduler, ticket: Ticket, decoder: StreamDecoder
+    ) -> None:
+        self.task_id = task_id
+        self.outbox = outbox
+        self.scheduler = scheduler
+        self.ticket = ticket
+        self.decoder = decoder
+        self.stream: RecognitionStream | None = None
+        self.options: RecognitionOptions | None = None
+        self._ids: dict[int, int] = {}
+        self._next_id = 1
+        self.samples = 0
+
+    def sentence_id(self, utterance: int) -> int:
+        if utterance not in self._ids:
+            self._ids[utterance] = self._next_id
+            self._next_id += 1
+        return self._ids[utterance]
+
+    async def on_event(self, event: StreamEvent) -> None:
+        if isinstance(event, Interim):
+            if not event.text:
+                return
+            sentence: dict[str, Any] = {
+                "begin_time": event.begin_ms,
+                "end_time": None,
+                "text": event.text,
+                "heartbeat": False,
+                "sentence_end": False,
+                "sentence_id": self.sentence_id(event.utterance),
+                "words": [],
+            }
+            self.outbox.put(_event(self.task_id, "result-generated", {"output": {"sentence": sentence}, "usage": None}))
+        elif isinstance(event, Final):
+            if event.sentence is None:
+                return
+            self.outbox.put(
+                _event(
+                    self.task_id,
+                    "result-generated",
+                    {
+                        "output": {"sentence": self.final_sentence(event.sentence, event.utterance)},
+                        "usage": {"duration": max(1, math.ceil(self.samples / 16000))},
+                    },
+                )
+            )
+
+    def final_sentence(self, sentence: Sentence, utterance: int) -> dict[str, Any]:
+        return {
+            "begin_time": int(sentence.begin_time),
+            "end_time": int(sentence.end_time),
+            "text": sentence.text,
+            "heartbeat": False,
+            "sentence_end": True,
+            "sentence_id": self.sentence_id(utterance),
+            "words": [
+                {
+                    "begin_time": int(w.begin_time),
+                    "end_time": int(w.end_time),
+                    "text": w.text.strip() if sentence.language not in ("zh", "ja", "yue", "ko") else w.text,
+                    "punctuation": w.punctuation,
+                }
+                for w in sentence.words
+            ],
+        }
+
+
+def _options(services: Services, params: dict[str, Any], payload_input: Any) -> RecognitionOptions:
+    hints = params.get("language_hints")
+    if hints is not None and not (isinstance(hints, list) and all(isinstance(h, str) for h in hints)):
+        raise InvalidParameter("language_hints must be an array of language codes", param="language_hints")
+    hints = [h.strip().lower() for h in (hints or []) if h.strip()]
+    silence = params.get("max_sentence_silence", DEFAULT_SILENCE_MS)
+    try:
+        silence = int(silence)
+    except (TypeError, ValueError):
+        raise InvalidParameter("max_sentence_silence must be an integer (ms)", param="max_sentence_silence") from None
+    if not SILENCE_RANGE[0] <= silence <= SILENCE_RANGE[1]:
+        raise InvalidParameter(
+            f"max_sentence_silence must be between {SILENCE_RANGE[0]} and {SILENCE_RANGE[1]} ms (got {silence})",
+            param="max_sentence_silence",
+        )
+    vocabulary_id = params.get("vocabulary_id")
+    return RecognitionOptions(
+        language=hints[0] if hints else None,
+        language_hints=hints,
+        hotwords=services.hotwords_for(vocabulary_id if isinstance(vocabulary_id, str) else None),
+        context=context_text(payload_input),
+        itn=_bool(params.get("inverse_text_normalization_enabled"), False),
+        disfluency_removal=_bool(params.get("disfluency_removal_enabled"), False),
+        punctuation=_bool(params.get("punctuation_prediction_enabled"), True),
+        max_sentence_silence_ms=silence,
+    )
+
+
+class Connection:
+    """One WebSocket connection: reads frames, runs tasks one after another."""
+
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.outbox = Outbox(websocket)
+        self.task: RunTask | None = None
+        self.last_task_id = ""
+        self.silent_since: float | None = None
+        self.heartbeat = False
+
+    async def serve(self) -> None:
+        idle = self.services.settings.realtime_idle_timeout_s
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.websocket.receive(), idle)
+                except TimeoutError:
+                    if self.task is not None:
+                        raise TaskFailed("CLIENT_ERROR", f"request timeout after {idle:g} seconds.") from None
+                    await self.outbox.close(1000, "idle timeout")
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                if self.outbox.overflowed or self.outbox.broken:
+                    return
+                if message.get("bytes") is not None:
+                    await self.on_audio(message["bytes"])
+                elif message.get("text") is not None:
+                    await self.on_text(message["text"])
+        except TaskFailed as exc:
+            task_id = self.task.task_id if self.task else self.last_task_id
+            self.outbox.put(_failed(task_id, exc.code, exc.message))
+            self.end_task()
+            await self.outbox.close(1000, exc.message)
+        except VoxgateError as exc:
+            task_id = self.task.task_id if self.task else self.last_task_id
+            self.outbox.put(_failed(task_id, exc.code, exc.message))
+            self.end_task()
+            await self.outbox.close(1000, exc.message)
+        finally:
+            self.end_task()
+            self.outbox.cancel()
+
+    def end_task(self) -> None:
+        task = self.task
+        self.task = None
+        if task is None:
+            return
+        if task.stream is not None:
+            task.stream.close()
+        task.scheduler.release(task.ticket)
+
+    # -- text frames --------------------------------------------------------------------------------
+    async def on_text(self, text: str) -> None:
+        if len(text) > MAX_TEXT_BYTES:
+            raise TaskFailed("InvalidParameter", f"text frame too large ({len(text)} bytes)")
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            raise TaskFailed("InvalidParameter", "the message is not valid JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
+            raise TaskFailed("InvalidParameter", "the message must be a JSON object with a 'header'")
+        header = message["header"]
+        payload: dict[str, Any] = message["payload"] if isinstance(message.get("payload"), dict) else {}
+        action = header.get("action")
+        task_id = header.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise TaskFailed("InvalidParameter", "header.task_id is required")
+        if action == "run-task":
+            await self.run_task(task_id, payload)
+        elif action in ("finish-task", "continue-task"):
+            if self.task is None:
+                self.last_task_id = task_id
+                raise TaskFailed("InvalidParameter", f"{action} received but no task is running")
+            if task_id != self.task.task_id:
+                raise TaskFailed(
+                    "InvalidParameter", f"{action} names task {task_id}, the running task is {self.task.task_id}"
+                )
+            if action == "finish-task":
+                await self.finish_task()
+            else:
+                self.continue_task(payload)
+        else:
+            if self.task is None:
+                self.last_task_id = task_id
+            raise TaskFailed("InvalidParameter", f"unknown action '{action}'")
+
+    async def run_task(self, task_id: str, payload: dict[str, Any]) -> None:
+        if self.task is not None:
+            raise TaskFailed("InvalidParameter", "a task is already running on this connection; send finish-task first")
+        self.last_task_id = task_id
+        services = self.services
+        params: dict[str, Any] = payload["parameters"] if isinstance(payload.get("parameters"), dict) else {}
+        profile = services.catalog.resolve(payload.get("model"), mode="realtime")
+        fmt = params.get("format", "pcm")
+        rate_value = params.get("sample_rate", 16000)
+        try:
+            rate = int(rate_value)
+        except (TypeError, ValueError):
+            raise InvalidParameter("sample_rate must be an integer", param="sample_rate") from None
+        if profile.sample_rates is not None and rate not in profile.sample_rates:
+            allowed = ", ".join(str(r) for r in profile.sample_rates)
+            raise InvalidParameter(
+                f"model {profile.name} accepts sample_rate {allowed} (got {rate})", param="sample_rate"
+            )
+        decoder = make_decoder(str(fmt), rate)
+        options = _options(services, params, payload.get("input"))
+        partial_model = partial_model_for(services, profile, options)
+        scheduler = scheduler_of(services)
+        ticket = scheduler.admit(stream_units(services, profile, partial_model))
+        task = RunTask(task_id, self.outbox, scheduler, ticket, decoder)
+        self.task = task
+        self.heartbeat = _bool(params.get("heartbeat"), False)
+        engine = await asyncio.to_thread(build_engine, services, profile, options, partial_model)
+        task.options = options
+        multi = _bool(params.get("multi_threshold_mode_enabled"), False)
+        config = StreamConfig(
+            silence_ms=options.max_sentence_silence_ms,
+            max_sentence_ms=10_000 if multi else 15_000,
+            language=options.language if options.language else ("en" if partial_model != profile.model else None),
+        )
+        task.stream = RecognitionStream(engine, scheduler, ticket.key, task.on_event, config)
+        self.silent_since = asyncio.get_running_loop().time()
+        self.outbox.put(_event(task_id, "task-started", {}))
+
+    def continue_task(self, payload: dict[str, Any]) -> None:
+        assert self.task is not None
+        text = context_text(payload.get("input"))
+        if text and self.task.options is not None:
+            self.task.options.context = text
+
+    async def finish_task(self) -> None:
+        task = self.task
+        assert task is not None and task.stream is not None
+        try:
+            tail = task.decoder.flush()
+        except AudioError as exc:
+            raise TaskFailed("InvalidParameter", exc.message) from None
+        if tail.size:
+            task.samples += tail.size
+            await task.stream.push(tail)
+        try:
+            await task.stream.finish()
+        except VoxgateError:
+            raise
+        except Exception as exc:
+            log.exception("recognition failed")
+            raise TaskFailed("InternalError", f"recognition failed: {exc}") from None
+        self.outbox.put(_event(task.task_id, "task-finished", {"output": {}}))
+        self.end_task()
+
+    # -- binary frames ------------------------------------------------------------------------------
+    async def on_audio(self, data: bytes) -> None:
+        task = self.task
+        if task is None or task.stream is None:
+            raise TaskFailed(
+                "InvalidParameter",
+                "audio received while no task is running: send run-task and wait for task-started first",
+            )
+        if len(data) > MAX_FRAME_BYTES:
+            raise TaskFailed(
+                "InvalidParameter",
+                f"audio frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES // 1024} KB limit; "
+                "send about 100 ms of audio per frame",
+            )
+        try:
+            samples = task.decoder.feed(data)
+        except AudioError as exc:
+            raise TaskFailed("InvalidParameter", exc.message) from None
+        if samples.size:
+            task.samples += samples.size
+            try:
+                await task.stream.push(samples)
+            except Exception as exc:
+                log.exception("recognition failed")
+                raise TaskFailed("InternalError", f"recognition failed: {exc}") from None
+            self._check_silence(task)
+
+    def _check_silence(self, task: RunTask) -> None:
+        loop = asyncio.get_running_loop()
+        assert task.stream is not None
+        if task.stream.in_speech:
+            self.silent_since = loop.time()
+            return
+        idle = self.services.settings.realtime_idle_timeout_s
+        if not self.heartbeat and self.silent_since is not None and loop.time() - self.silent_since > idle:
+            raise TaskFailed(
+                "CLIENT_ERROR",
+                f"no speech for {idle:g} seconds (set heartbeat=true to keep the connection through silence)",
+            )
+
+
+async def _serve(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    if not await authenticate(websocket, services):
+        return
+    await websocket.accept()
+    connection = Connection(websocket, services)
+    try:
+        await connection.serve()
+    except Exception:  # a bug must not take the server down; the client sees the socket close
+        log.exception("run-task connection failed")
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011)
+
+
+@router.websocket("/api-ws/v1/inference")
+async def inference(websocket: WebSocket) -> None:
+    await _serve(websocket)
+
+
+@router.websocket("/api-ws/v1/inference/")
+async def inference_slash(websocket: WebSocket) -> None:
+    await _serve(websocket)

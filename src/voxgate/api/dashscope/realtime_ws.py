@@ -1,0 +1,467 @@
+"""Realtime session WebSocket protocol (``/api-ws/v1/realtime?model=...``): Qwen-ASR real-time.
+
+JSON events in both directions, audio as base64 inside ``input_audio_buffer.append``. ``session.created``
+on connect; ``session.update`` -> ``session.updated``; server VAD (default) or manual mode
+(``turn_detection: null`` + ``input_audio_buffer.commit``); interim ``...transcription.text`` (``text`` =
+confirmed prefix, ``stash`` = unconfirmed suffix) and final ``...transcription.completed``;
+``session.finish`` -> pending completions -> ``session.finished``. Client mistakes produce an ``error``
+event of type ``invalid_request_error`` and keep the socket open. No speech-emotion model is bundled, so
+the ``emotion`` field is never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from voxgate.api.dashscope.ws_support import (
+    Outbox,
+    authenticate,
+    build_engine,
+    partial_model_for,
+    scheduler_of,
+    stream_units,
+)
+from voxgate.audio.incremental import StreamDecoder, make_decoder
+from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.scheduler import Ticket
+from voxgate.engine.stream import (
+    Final,
+    Interim,
+    RecognitionStream,
+    SpeechStarted,
+    SpeechStopped,
+    StreamConfig,
+    StreamEvent,
+)
+from voxgate.engine.types import RecognitionOptions
+from voxgate.errors import AudioError, VoxgateError
+from voxgate.services import Services
+
+log = logging.getLogger("voxgate.realtime_ws")
+router = APIRouter()
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_APPEND_AUDIO = 15 * 1024 * 1024
+FORMATS = ("pcm", "pcm16", "opus")
+RATES = (8000, 16000)
+DEFAULT_THRESHOLD = 0.2
+DEFAULT_SILENCE_MS = 800
+MANUAL_MAX_MS = 60_000
+FINISH_GRACE_S = 3.0
+OMNI_EVENTS = frozenset({"response.create", "response.cancel", "conversation.item.create", "input_image_buffer.append"})
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def vad_threshold(threshold: float) -> float:
+    """Map the service's threshold (-1..1, default 0.2) onto a Silero speech probability."""
+    return min(0.9, max(0.1, 0.4 + 0.5 * threshold))
+
+
+class InvalidRequest(Exception):
+    """A client mistake: reported as an ``error`` event; the session continues."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+class Session:
+    """One realtime session (one socket)."""
+
+    def __init__(self, websocket: WebSocket, services: Services, profile: EngineProfile, model: str) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.profile = profile
+        self.model = model
+        self.id = _id("sess")
+        self.outbox = Outbox(websocket)
+        self.format = "pcm16"
+        self.sample_rate = 16000
+        self.language: str | None = None
+        self.context: str | None = None
+        self.turn_detection: dict[str, Any] | None = {
+            "type": "server_vad",
+            "threshold": DEFAULT_THRESHOLD,
+            "silence_duration_ms": DEFAULT_SILENCE_MS,
+        }
+        self.ticket: Ticket | None = None
+        self.stream: RecognitionStream | None = None
+        self.decoder: StreamDecoder | None = None
+        self.options: RecognitionOptions | None = None
+        self.audio_started = False
+        self.items: dict[int, str] = {}
+        self.last_item = ""
+        self.committed: set[int] = set()
+        self.pending_audio = False
+        self.finished = False
+
+    # -- events out ---------------------------------------------------------------------------------
+    def send(self, kind: str, **fields: Any) -> None:
+        self.outbox.put({"event_id": _id("event"), "type": kind, **fields})
+
+    def error(
+        self,
+        code: str,
+        message: str,
+        param: str | None = None,
+        event_id: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        self.send("error", error={"type": kind, "code": code, "message": message, "param": param, "event_id": event_id})
+
+    def session_object(self) -> dict[str, Any]:
+        transcription: dict[str, Any] | None = None
+        if self.language or self.context:
+            transcription = {"language": self.language}
+            if self.context:
+                transcription["corpus"] = {"text": self.context}
+        return {
+            "id": self.id,
+            "object": "realtime.session",
+            "model": self.model,
+            "modalities": ["text"],
+            "input_audio_format": self.format,
+            "sample_rate": self.sample_rate,
+            "input_audio_transcription": transcription,
+            "turn_detection": self.turn_detection,
+        }
+
+    def item_id(self, utterance: int) -> str:
+        if utterance not in self.items:
+            self.items[utterance] = _id("item")
+        return self.items[utterance]
+
+    def commit_events(self, utterance: int) -> None:
+        if utterance in self.committed:
+            return
+        self.committed.add(utterance)
+        item = self.item_id(utterance)
+        self.send("input_audio_buffer.committed", previous_item_id=self.last_item, item_id=item)
+        self.send(
+            "conversation.item.created",
+            previous_item_id=self.last_item,
+            item={
+                "id": item,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "completed",
+                "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}],
+            },
+        )
+        self.last_item = item
+
+    async def on_event(self, event: StreamEvent) -> None:
+        language = (self.stream.language if self.stream else None) or self.language
+        if isinstance(event, SpeechStarted):
+            self.send(
+                "input_audio_buffer.speech_started",
+                audio_start_ms=event.begin_ms,
+                item_id=self.item_id(event.utterance),
+            )
+        elif isinstance(event, SpeechStopped):
+            self.send(
+                "input_audio_buffer.speech_stopped", audio_end_ms=event.end_ms, item_id=self.item_id(event.utterance)
+            )
+            self.commit_events(event.utterance)
+        elif isinstance(event, Interim):
+            if self.turn_detection is None:
+                return
+            self.send(
+                "conversation.item.input_audio_transcription.text",
+                item_id=self.item_id(event.utterance),
+                content_index=0,
+                language=language,
+                text=event.stable,
+                stash=event.unstable,
+            )
+        elif isinstance(event, Final):
+            self.commit_events(event.utterance)
+            transcript = event.sentence.text if event.sentence is not None else ""
+            self.send(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=self.item_id(event.utterance),
+                content_index=0,
+                language=event.language or language,
+                transcript=transcript,
+            )
+
+    # -- main loop ----------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        scheduler = scheduler_of(self.services)
+        try:
+            self.ticket = scheduler.admit(self._units())
+        except VoxgateError as exc:
+            self.error(exc.code, exc.message, kind="server_error")
+            await self.outbox.close(1013, "capacity full")
+            return
+        self.send("session.created", session=self.session_object())
+        idle = self.services.settings.realtime_idle_timeout_s
+        try:
+            while not self.finished:
+                try:
+                    message = await asyncio.wait_for(self.websocket.receive(), idle)
+                except TimeoutError:
+                    self.error("timeout", f"no client event for {idle:g} seconds; closing", kind="server_error")
+                    await self.outbox.close(1000, "idle timeout")
+                    return
+                if message["type"] == "websocket.disconnect" or self.outbox.overflowed or self.outbox.broken:
+                    return
+                if message.get("text") is not None:
+                    await self.on_text(message["text"])
+                elif message.get("bytes") is not None:
+                    self.error(
+                        "invalid_event",
+                        "binary frames are not accepted: send audio as base64 in input_audio_buffer.append",
+                    )
+            await self.outbox.drain(timeout=10)
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                while True:  # give the client a moment to close first, as the protocol expects
+                    message = await asyncio.wait_for(self.websocket.receive(), FINISH_GRACE_S)
+                    if message["type"] == "websocket.disconnect":
+                        return
+            await self.outbox.close(1000, "session finished")
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+            if self.ticket is not None:
+                scheduler.release(self.ticket)
+            self.outbox.cancel()
+
+    def _units(self) -> int:
+        options = RecognitionOptions(language=self.language)
+        return stream_units(self.services, self.profile, partial_model_for(self.services, self.profile, options))
+
+    async def on_text(self, text: str) -> None:
+        event_id: str | None = None
+        try:
+            if len(text) > MAX_EVENT_BYTES:
+                raise InvalidRequest("invalid_value", "event too large")
+            try:
+                message = json.loads(text)
+            except json.JSONDecodeError:
+                raise InvalidRequest("invalid_json", "the event is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise InvalidRequest("invalid_event", "the event must be a JSON object")
+            event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
+            kind = message.get("type")
+            if kind == "session.update":
+                await self.on_update(message.get("session"))
+            elif kind == "input_audio_buffer.append":
+                await self.on_append(message.get("audio"))
+            elif kind == "input_audio_buffer.commit":
+                await self.on_commit()
+            elif kind == "input_audio_buffer.clear":
+                await self.on_clear()
+            elif kind == "session.finish":
+                await self.on_finish()
+            elif kind in OMNI_EVENTS:
+                raise InvalidRequest(
+                    "unsupported_event", f"'{kind}' is not supported by {self.model} (speech recognition only)", "type"
+                )
+            else:
+                raise InvalidRequest("invalid_event_type", f"unknown event type '{kind}'", "type")
+        except InvalidRequest as exc:
+            self.error(exc.code, exc.message, exc.param, event_id)
+        except AudioError as exc:
+            self.error("invalid_audio", exc.message, exc.param or "audio", event_id)
+        except VoxgateError as exc:
+            self.error(exc.code, exc.message, exc.param, event_id)
+
+    async def on_update(self, session: Any) -> None:
+        if not isinstance(session, dict):
+            raise InvalidRequest("invalid_value", "session must be an object", "session")
+        fmt = session.get("input_audio_format", self.format)
+        rate = session.get("sample_rate", self.sample_rate)
+        transcription = session.get("input_audio_transcription")
+        turn = (
+            session.get("turn_detection", self.turn_detection) if "turn_detection" in session else self.turn_detection
+        )
+        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+            raise InvalidRequest(
+                "invalid_value", f"input_audio_format must be one of {', '.join(FORMATS)}", "session.input_audio_format"
+            )
+        try:
+            rate = int(rate)
+        except (TypeError, ValueError):
+            rate = -1
+        if rate not in RATES:
+            raise InvalidRequest("invalid_value", "sample_rate must be 8000 or 16000", "session.sample_rate")
+        language, context = self.language, self.context
+        if isinstance(transcription, dict):
+            if "language" in transcription:
+                value = transcription["language"]
+                if value is not None and not isinstance(value, str):
+                    raise InvalidRequest(
+                        "invalid_value", "language must be a string", "session.input_audio_transcription.language"
+                    )
+                language = value.strip().lower() or None if isinstance(value, str) else None
+            corpus = transcription.get("corpus")
+            if isinstance(corpus, dict) and isinstance(corpus.get("text"), str):
+                context = corpus["text"].strip() or None
+        turn = self._turn_detection(turn)
+        changes_stream = (fmt.lower(), rate, turn is None) != (
+            self.format,
+            self.sample_rate,
+            self.turn_detection is None,
+        )
+        if self.audio_started and changes_stream:
+            raise InvalidRequest(
+                "invalid_value",
+                "input_audio_format, sample_rate and turn_detection cannot change after audio has been sent",
+                "session",
+            )
+        self.format, self.sample_rate, self.turn_detection = fmt.lower(), rate, turn
+        self.language, self.context = language, context
+        if self.options is not None:
+            self.options.context = context
+        self.send("session.updated", session=self.session_object())
+
+    def _turn_detection(self, turn: Any) -> dict[str, Any] | None:
+        if turn is None:
+            return None
+        if not isinstance(turn, dict):
+            raise InvalidRequest("invalid_value", "turn_detection must be an object or null", "session.turn_detection")
+        kind = turn.get("type", "server_vad")
+        if kind != "server_vad":
+            raise InvalidRequest(
+                "invalid_value", "turn_detection.type must be 'server_vad'", "session.turn_detection.type"
+            )
+        threshold = turn.get("threshold", DEFAULT_THRESHOLD)
+        silence = turn.get("silence_duration_ms", DEFAULT_SILENCE_MS)
+        if not isinstance(threshold, (int, float)) or not -1 <= float(threshold) <= 1:
+            raise InvalidRequest(
+                "invalid_value", "turn_detection.threshold must be between -1 and 1", "session.turn_detection.threshold"
+            )
+        if not isinstance(silence, int) or not 200 <= silence <= 6000:
+            raise InvalidRequest(
+                "invalid_value",
+                "turn_detection.silence_duration_ms must be an integer between 200 and 6000",
+                "session.turn_detection.silence_duration_ms",
+            )
+        return {"type": "server_vad", "threshold": float(threshold), "silence_duration_ms": silence}
+
+    async def _ensure_stream(self) -> RecognitionStream:
+        if self.stream is not None:
+            return self.stream
+        options = RecognitionOptions(
+            language=self.language, language_hints=[self.language] if self.language else [], context=self.context
+        )
+        partial_model = partial_model_for(self.services, self.profile, options)
+        engine = await asyncio.to_thread(build_engine, self.services, self.profile, options, partial_model)
+        turn = self.turn_detection
+        config = StreamConfig(
+            threshold=vad_threshold(turn["threshold"]) if turn else 0.5,
+            silence_ms=turn["silence_duration_ms"] if turn else DEFAULT_SILENCE_MS,
+            manual=turn is None,
+            max_sentence_ms=15_000 if turn else MANUAL_MAX_MS,
+            language=self.language or ("en" if partial_model != self.profile.model else None),
+        )
+        assert self.ticket is not None
+        self.options = options
+        fmt = "opus" if self.format == "opus" else "pcm"
+        self.decoder = make_decoder(fmt, self.sample_rate)
+        self.stream = RecognitionStream(engine, scheduler_of(self.services), self.ticket.key, self.on_event, config)
+        return self.stream
+
+    async def on_append(self, audio: Any) -> None:
+        if self.finished:
+            raise InvalidRequest("session_finished", "the session is finishing; no more audio is accepted")
+        if not isinstance(audio, str):
+            raise InvalidRequest("invalid_value", "audio must be a base64 string", "audio")
+        if len(audio) > MAX_APPEND_AUDIO * 4 // 3 + 4:
+            raise InvalidRequest("invalid_value", "one append may carry at most 15 MiB of audio", "audio")
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("invalid_value", "audio is not valid base64", "audio") from None
+        stream = await self._ensure_stream()
+        self.audio_started = True
+        assert self.decoder is not None
+        samples = self.decoder.feed(data)
+        if samples.size:
+            self.pending_audio = True
+            await stream.push(samples)
+
+    async def on_commit(self) -> None:
+        if self.turn_detection is not None:
+            raise InvalidRequest(
+                "invalid_request",
+                "input_audio_buffer.commit is only allowed in manual mode "
+                "(turn_detection: null); server VAD commits by itself",
+            )
+        if self.stream is None or not self.pending_audio:
+            raise InvalidRequest("input_audio_buffer_commit_empty", "the input audio buffer is empty")
+        if not await self.stream.commit():
+            raise InvalidRequest("input_audio_buffer_commit_empty", "the input audio buffer holds too little audio")
+        self.pending_audio = False
+
+    async def on_clear(self) -> None:
+        if self.stream is not None and self.turn_detection is None:
+            self.stream.clear()
+        self.pending_audio = False
+        self.send("input_audio_buffer.cleared")
+
+    async def on_finish(self) -> None:
+        self.finished = True
+        stream = self.stream
+        if stream is not None:
+            if self.decoder is not None:
+                tail = self.decoder.flush()
+                if tail.size:
+                    await stream.push(tail)
+            if self.turn_detection is None and self.pending_audio and stream.in_speech:
+                await stream.commit()
+            if self.turn_detection is None:
+                stream.clear()
+            await stream.finish()
+        self.send("session.finished")
+
+
+@router.websocket("/api-ws/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    if not await authenticate(websocket, services):
+        return
+    await websocket.accept()
+    model = websocket.query_params.get("model") or ""
+    try:
+        profile = services.catalog.resolve(model, mode="realtime")
+    except VoxgateError as exc:
+        outbox = Outbox(websocket)
+        outbox.put(
+            {
+                "event_id": _id("event"),
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": exc.code,
+                    "message": exc.message,
+                    "param": "model",
+                    "event_id": None,
+                },
+            }
+        )
+        await outbox.close(1008, "unknown model")
+        return
+    session = Session(websocket, services, profile, model)
+    try:
+        await session.serve()
+    except Exception:
+        log.exception("realtime session failed")
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011)
