@@ -1,0 +1,219 @@
+"""OpenAI audio API: ``POST /v1/audio/transcriptions`` (multipart) and ``GET /v1/models``.
+
+Also served under ``/compatible-mode/v1`` so an OpenAI client configured for the chat endpoint can use it.
+``model`` accepts the OpenAI names (``whisper-1``, ``gpt-4o-transcribe``, ``gpt-4o-mini-transcribe``) and every
+catalog name. ``response_format``: json, text, srt, vtt, verbose_json (segments; words with
+``timestamp_granularities[]=word``). ``stream=true`` answers with ``transcript.text.delta`` events (one per
+sentence) and a final ``transcript.text.done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from voxgate.api.audio_source import MultipartForm, read_multipart, temp_destination
+from voxgate.api.auth import require_key
+from voxgate.api.errors import openai_error_body
+from voxgate.api.sync_recognition import (
+    ClipResult,
+    decode_for_sync,
+    parse_bool,
+    parse_language,
+    recognize_samples,
+)
+from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.types import RecognitionOptions, Sentence
+from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.output.subtitles import to_srt, to_vtt
+from voxgate.services import Services
+
+logger = logging.getLogger("voxgate.api.transcriptions")
+router = APIRouter()
+
+PREFIXES = ("/v1", "/compatible-mode/v1")
+OPENAI_MODELS = {
+    "whisper-1": "qwen3-asr-flash",
+    "gpt-4o-transcribe": "qwen3-asr-flash",
+    "gpt-4o-mini-transcribe": "qwen3-asr-flash",
+}
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = frozenset({"word", "segment"})
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# verbose_json reports the language by name, as the OpenAI API does.
+LANGUAGE_NAMES = {
+    "en": "english", "zh": "chinese", "yue": "cantonese", "ja": "japanese", "ko": "korean", "de": "german",
+    "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "ru": "russian", "ar": "arabic",
+    "nl": "dutch", "pl": "polish", "tr": "turkish", "sv": "swedish", "id": "indonesian", "vi": "vietnamese",
+    "th": "thai", "hi": "hindi", "uk": "ukrainian", "cs": "czech", "el": "greek", "fi": "finnish",
+    "da": "danish", "no": "norwegian", "he": "hebrew", "hu": "hungarian", "ro": "romanian", "ms": "malay",
+    "tl": "tagalog", "fa": "persian", "ca": "catalan",
+}  # fmt: skip
+
+
+def resolve_model(services: Services, name: str | None) -> EngineProfile:
+    """An OpenAI model name or a catalog name; unknown names are ``ModelNotFound`` (404)."""
+    if not name:
+        raise InvalidParameter("the 'model' form field is required (e.g. whisper-1)", param="model")
+    return services.catalog.resolve(OPENAI_MODELS.get(name, name))
+
+
+def _granularities(form: MultipartForm) -> set[str]:
+    values = form.all("timestamp_granularities[]") + form.all("timestamp_granularities")
+    chosen = {v.strip() for item in values for v in item.split(",") if v.strip()}
+    unknown = chosen - GRANULARITIES
+    if unknown:
+        raise InvalidParameter(
+            f"timestamp_granularities: unknown value '{sorted(unknown)[0]}' (use word or segment)",
+            param="timestamp_granularities[]",
+        )
+    return chosen or {"segment"}
+
+
+# -- rendering ------------------------------------------------------------------------------------
+def _seconds(ms: int) -> float:
+    return round(ms / 1000, 3)
+
+
+def _segment(index: int, sentence: Sentence) -> dict[str, Any]:
+    probs = [max(w.probability, 1e-6) for w in sentence.words] or [1.0]
+    encoded = sentence.text.encode()
+    return {
+        "id": index,
+        "seek": 0,
+        "start": _seconds(sentence.begin_time),
+        "end": _seconds(sentence.end_time),
+        "text": " " + sentence.text,
+        "tokens": [],
+        "temperature": 0.0,
+        "avg_logprob": round(float(np.mean([math.log(p) for p in probs])), 4),
+        "compression_ratio": round(len(encoded) / max(1, len(zlib.compress(encoded))), 4),
+        "no_speech_prob": 0.0,
+    }
+
+
+def verbose_json(result: ClipResult, granularities: set[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": LANGUAGE_NAMES.get(result.language or "", result.language or "unknown"),
+        "duration": _seconds(result.duration_ms),
+        "text": result.text,
+        "usage": {"type": "duration", "seconds": result.seconds},
+    }
+    if "segment" in granularities:
+        body["segments"] = [_segment(i, s) for i, s in enumerate(result.sentences)]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.text.strip(), "start": _seconds(w.begin_time), "end": _seconds(w.end_time)}
+            for s in result.sentences
+            for w in s.words
+        ]
+    return body
+
+
+def render(result: ClipResult, response_format: str, granularities: set[str]) -> Response:
+    if response_format == "json":
+        return JSONResponse({"text": result.text, "usage": {"type": "duration", "seconds": result.seconds}})
+    if response_format == "verbose_json":
+        return JSONResponse(verbose_json(result, granularities))
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.sentences))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.sentences), media_type="text/vtt")
+    return PlainTextResponse(result.text + "\n")
+
+
+def _data(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _stream(
+    services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
+) -> AsyncIterator[str]:
+    try:
+        result = await recognize_samples(services, audio, options, profile)
+    except VoxgateError as exc:
+        yield _data(openai_error_body(exc.code, exc.message, exc.param))
+        return
+    except Exception:
+        logger.exception("streamed transcription failed")
+        yield _data(openai_error_body("InternalError", "internal error; the request was not completed"))
+        return
+    for piece in result.pieces(incremental=True):
+        if piece:
+            yield _data({"type": "transcript.text.delta", "delta": piece})
+    yield _data({"type": "transcript.text.done", "text": result.text})
+
+
+# -- routes ---------------------------------------------------------------------------------------
+async def transcriptions(request: Request) -> Response:
+    services: Services = request.app.state.services
+    settings = services.settings
+    form = await read_multipart(
+        request, destination=temp_destination(settings, prefix="transcribe-"), max_file_bytes=settings.sync_max_bytes
+    )
+    file_path: Path | None = form.file_path
+    try:
+        profile = resolve_model(services, form.get("model"))
+        if file_path is None:
+            raise InvalidParameter("the 'file' form field (the audio file) is required", param="file")
+        response_format = (form.get("response_format") or "json").strip().lower()
+        if response_format not in RESPONSE_FORMATS:
+            raise InvalidParameter(
+                f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format"
+            )
+        granularities = _granularities(form)
+        options = RecognitionOptions(
+            language=parse_language(form.get("language"), "language"),
+            context=(form.get("prompt") or "").strip() or None,
+        )
+        stream = parse_bool(form.get("stream"), "stream")
+        audio = await _decode(file_path, services)
+    finally:
+        if file_path is not None:
+            file_path.unlink(missing_ok=True)
+    if stream:
+        return StreamingResponse(
+            _stream(services, audio, options, profile), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    result = await recognize_samples(services, audio, options, profile)
+    return render(result, response_format, granularities)
+
+
+async def _decode(path: Path, services: Services) -> np.ndarray:
+    return await asyncio.to_thread(decode_for_sync, path, services.settings)
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "voxgate"}
+
+
+async def list_models(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    names = [*OPENAI_MODELS, *services.catalog.names()]
+    return JSONResponse({"object": "list", "data": [_model_entry(n) for n in names]})
+
+
+async def get_model(request: Request, model: str) -> JSONResponse:
+    services: Services = request.app.state.services
+    if model not in OPENAI_MODELS:
+        services.catalog.resolve(model)
+    return JSONResponse(_model_entry(model))
+
+
+for _prefix in PREFIXES:
+    _auth = [Depends(require_key())]
+    router.add_api_route(f"{_prefix}/audio/transcriptions", transcriptions, methods=["POST"], dependencies=_auth)
+    router.add_api_route(f"{_prefix}/models", list_models, methods=["GET"], dependencies=_auth)
+    router.add_api_route(f"{_prefix}/models/{{model:path}}", get_model, methods=["GET"], dependencies=_auth)

@@ -1,0 +1,269 @@
+"""The core shared by the synchronous endpoints: request-body reading, parameter checks, recognition.
+
+Protocol adapters parse their own request shapes into :class:`RecognitionOptions` + an audio reference,
+call :func:`recognize_reference` and render the :class:`ClipResult` in their own wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+from starlette.requests import ClientDisconnect, Request
+
+from voxgate.api.audio_source import AudioSource, PayloadTooLarge, audio_reference, wrap_raw_pcm
+from voxgate.audio.decode import SAMPLE_RATE, decode_channel
+from voxgate.config import Settings
+from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.language import to_whisper_code
+from voxgate.engine.types import CJK_LANGUAGES, Hotword, RecognitionOptions, Sentence, join_sentences
+from voxgate.errors import AudioError, InvalidParameter
+from voxgate.services import Services
+
+RAW_PCM_FORMATS = frozenset({"pcm", "raw", "s16le"})
+_WHISPER_LANGUAGES = frozenset(_LANGUAGE_CODES)
+
+
+@dataclass(slots=True)
+class ClipResult:
+    """What one synchronous call recognized."""
+
+    sentences: list[Sentence]
+    language: str | None
+    duration_ms: int
+
+    @property
+    def text(self) -> str:
+        return join_sentences([s.text for s in self.sentences], self.language)
+
+    @property
+    def seconds(self) -> int:
+        """Billed audio seconds (rounded up, at least 1 for non-empty audio)."""
+        return max(1, math.ceil(self.duration_ms / 1000)) if self.duration_ms > 0 else 0
+
+    def pieces(self, *, incremental: bool) -> list[str]:
+        """Per-sentence text for streaming: the new piece each time, or the text so far."""
+        out: list[str] = []
+        texts: list[str] = []
+        for sentence in self.sentences:
+            if not sentence.text.strip():
+                continue
+            texts.append(sentence.text)
+            joined = join_sentences(texts, self.language)
+            out.append(joined[len(join_sentences(texts[:-1], self.language)) :] if incremental else joined)
+        return out or [""]
+
+    def token_estimate(self) -> int:
+        """Words (CJK: characters) of the text: the unit the usage counts report."""
+        if self.language in CJK_LANGUAGES:
+            return sum(1 for ch in self.text if not ch.isspace())
+        return len(self.text.split())
+
+
+# -- request bodies -------------------------------------------------------------------------------
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in the request body, read under a size cap."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the request body is larger than the {max_bytes // 1024**2} MB limit")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the request body is larger than the {max_bytes // 1024**2} MB limit")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise InvalidParameter("the client closed the connection before the body was complete") from exc
+    if not chunks:
+        raise InvalidParameter("the request body is empty; a JSON object is required")
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidParameter("the request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidParameter("the request body must be a JSON object")
+    return body
+
+
+def as_object(value: Any, param: str) -> dict[str, Any]:
+    """``value`` as a JSON object; None becomes ``{}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidParameter(f"{param} must be an object", param=param)
+    return value
+
+
+# -- parameters -----------------------------------------------------------------------------------
+def parse_bool(value: Any, param: str, default: bool = False) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidParameter(f"{param} must be true or false", param=param)
+
+
+def parse_language(value: Any, param: str) -> str | None:
+    """A language code the engine knows (``zh``, ``en``, ...), or None for automatic detection."""
+    if value is None or value == "" or (isinstance(value, str) and value.lower() in ("auto", "multilingual")):
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{param} must be a language code such as 'en' or 'zh'", param=param)
+    code = to_whisper_code(value.strip().lower().replace("_", "-").split("-")[0])
+    if code not in _WHISPER_LANGUAGES:
+        raise InvalidParameter(f"{param}: unsupported language '{value}'", param=param)
+    return code
+
+
+def parse_language_hints(value: Any, param: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise InvalidParameter(f"{param} must be an array of language codes", param=param)
+    return [code for item in value if (code := parse_language(item, param)) is not None]
+
+
+def parse_sample_rate(value: Any, param: str) -> int | None:
+    """A sample rate given as an integer or a numeric string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidParameter(f"{param} must be a number of samples per second", param=param)
+    try:
+        rate = int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"{param} must be a number of samples per second", param=param) from exc
+    if not 1000 <= rate <= 384_000 or (isinstance(value, float) and value != rate):
+        raise InvalidParameter(f"{param} {value} is out of range", param=param)
+    return rate
+
+
+def parse_format(value: Any, param: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 16:
+        raise InvalidParameter(f"{param} must be an audio format name such as 'wav' or 'mp3'", param=param)
+    return value.lower()
+
+
+def instant_hotwords(value: Any, param: str) -> list[Hotword]:
+    """Inline hotwords: ``{"term": weight, ...}`` or ``[{"text": ..., "weight": ...}, ...]``."""
+    if value is None:
+        return []
+    items: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        items = [(v.get("text"), v.get("weight", 4)) for v in value]
+    else:
+        raise InvalidParameter(f"{param} must map terms to weights", param=param)
+    out = []
+    for text, weight in items:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidParameter(f"{param}: every term must be a non-empty string", param=param)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 5:
+            raise InvalidParameter(f"{param}: the weight of '{text}' must be an integer 1-5", param=param)
+        out.append(Hotword(text=text.strip(), weight=weight))
+    return out
+
+
+def text_of(content: Any, param: str) -> list[str]:
+    """Text pieces of a message content: a string, or parts such as ``{"text": ...}``."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content] if content.strip() else []
+    if not isinstance(content, list):
+        raise InvalidParameter(f"{param} must be a string or an array of parts", param=param)
+    out = []
+    for index, item in enumerate(content):
+        if not isinstance(item, dict):
+            raise InvalidParameter(f"{param}[{index}] must be an object", param=f"{param}[{index}]")
+        text = item.get("text")
+        if isinstance(text, str) and text.strip():
+            out.append(text)
+    return out
+
+
+# -- recognition ----------------------------------------------------------------------------------
+def decode_for_sync(
+    source: AudioSource,
+    settings: Settings,
+    *,
+    audio_format: str | None = None,
+    sample_rate: int | None = None,
+) -> np.ndarray:
+    """16 kHz float32 mono samples of channel 0, refusing audio longer than the synchronous limit."""
+    if audio_format in RAW_PCM_FORMATS:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        source = wrap_raw_pcm(data, sample_rate or SAMPLE_RATE)
+    limit = settings.sync_max_duration_s
+    try:
+        return decode_channel(source, 0, max_duration_s=limit)
+    except AudioError as exc:
+        if exc.reason == "too_long":
+            raise AudioError(
+                f"the audio is longer than {limit:g} s, the limit for synchronous recognition; "
+                "use the file transcription API (POST /api/v1/services/audio/asr/transcription) "
+                "for longer audio",
+                reason="too_long",
+                param=exc.param or "audio",
+            ) from exc
+        raise
+
+
+async def load_samples(
+    services: Services,
+    ref: Any,
+    *,
+    param: str,
+    audio_format: str | None = None,
+    sample_rate: int | None = None,
+) -> np.ndarray:
+    """Fetch and decode the referenced audio (worker threads); temporary copies are removed afterwards."""
+    async with audio_reference(ref, services.settings, param=param) as source:
+        return await asyncio.to_thread(
+            decode_for_sync, source, services.settings, audio_format=audio_format, sample_rate=sample_rate
+        )
+
+
+def _recognize_samples(
+    services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
+) -> ClipResult:
+    duration_ms = round(audio.shape[0] * 1000 / SAMPLE_RATE)
+    sentences, language = services.recognizer.transcribe_clip(audio, options, profile)
+    return ClipResult(sentences=sentences, language=language or options.language, duration_ms=duration_ms)
+
+
+async def recognize_samples(
+    services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
+) -> ClipResult:
+    """Recognize decoded samples in a worker thread (never on the event loop)."""
+    return await asyncio.to_thread(_recognize_samples, services, audio, options, profile)
+
+
+async def recognize_reference(
+    services: Services,
+    ref: Any,
+    options: RecognitionOptions,
+    profile: EngineProfile,
+    *,
+    param: str,
+    audio_format: str | None = None,
+    sample_rate: int | None = None,
+) -> ClipResult:
+    """Fetch, decode and recognize the referenced audio."""
+    audio = await load_samples(services, ref, param=param, audio_format=audio_format, sample_rate=sample_rate)
+    return await recognize_samples(services, audio, options, profile)
