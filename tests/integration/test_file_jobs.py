@@ -46,8 +46,9 @@ def _result(url: str) -> dict[str, Any]:
 
 
 def _submit(server: RunningServer, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(server.url + SUBMIT, json=body, headers={**AUTH, "X-DashScope-Async": "enable",
-                                                               **(headers or {})}, timeout=10)
+    return httpx.post(
+        server.url + SUBMIT, json=body, headers={**AUTH, "X-DashScope-Async": "enable", **(headers or {})}, timeout=10
+    )
 
 
 def _wait(server: RunningServer, task_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -146,7 +147,7 @@ def test_task_fails_when_every_file_fails(server: RunningServer, tmp_path: Path)
     assert output["code"] == "InvalidFile.DecodeFailed" and "all 2 files failed" in output["message"]
     assert [r["subtask_status"] for r in output["results"]] == ["FAILED", "FAILED"]
     client = dashscope.Client(base_url=server.url + "/api/v1", api_key=API_KEY)
-    with pytest.raises(Exception, match="InvalidFile.DecodeFailed|all 2 files failed"):
+    with pytest.raises(Exception, match=r"InvalidFile\.DecodeFailed|all 2 files failed"):
         client.audio.asr.jobs.fetch(output["task_id"])
 
 
@@ -159,8 +160,12 @@ def test_unknown_task_id_is_unknown(server: RunningServer, monkeypatch: pytest.M
 
 
 def test_private_and_metadata_urls_refused_by_default(server: RunningServer) -> None:
-    urls = [f"http://127.0.0.1:{server.port}/health", "http://10.0.0.1/a.wav",
-            "http://169.254.169.254/latest/meta-data/", "http://localhost:1/a.wav"]
+    urls = [
+        f"http://127.0.0.1:{server.port}/health",
+        "http://10.0.0.1/a.wav",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:1/a.wav",
+    ]
     submitted = _submit(server, {"model": "fun-asr", "input": {"file_urls": urls}})
     output = _wait(server, submitted.json()["output"]["task_id"], timeout=30)["output"]
     assert output["task_status"] == "FAILED"
@@ -171,8 +176,10 @@ def test_private_and_metadata_urls_refused_by_default(server: RunningServer) -> 
 def test_missing_or_wrong_key_is_401(server: RunningServer) -> None:
     body = {"model": "fun-asr", "input": {"file_urls": [_file_url("goforward.wav")]}}
     for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "Basic abc"}):
-        for response in (httpx.post(server.url + SUBMIT, json=body, headers=headers),
-                         httpx.get(server.url + "/api/v1/tasks/x", headers=headers)):
+        for response in (
+            httpx.post(server.url + SUBMIT, json=body, headers=headers),
+            httpx.get(server.url + "/api/v1/tasks/x", headers=headers),
+        ):
             assert response.status_code == 401
             payload = response.json()
             assert payload["code"] == "InvalidApiKey" and payload["message"] and payload["request_id"]
@@ -193,25 +200,44 @@ def test_missing_or_wrong_key_is_401(server: RunningServer) -> None:
         ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"] * 101}}, "input.file_urls"),
         ({"model": "qwen3-asr-flash-filetrans", "input": {"file_url": 3}}, "input.file_url"),
         ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": []}, "parameters"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"channel_id": "0"}},
-         "parameters.channel_id"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"enable_words": "no"}},
-         "parameters.enable_words"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]},
-          "parameters": {"diarization_enabled": True, "speaker_count": "2"}}, "parameters.speaker_count"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"language_hints": "en"}},
-         "parameters.language_hints"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"vocabulary_id": 12}},
-         "parameters.vocabulary_id"),
-        ({"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]},
-          "parameters": {"vocabulary_id": "vocab-nope-0"}}, "vocabulary_id"),
+        (
+            {"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"channel_id": "0"}},
+            "parameters.channel_id",
+        ),
+        (
+            {"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"enable_words": "no"}},
+            "parameters.enable_words",
+        ),
+        (
+            {
+                "model": "fun-asr",
+                "input": {"file_urls": ["https://x/a.wav"]},
+                "parameters": {"diarization_enabled": True, "speaker_count": "2"},
+            },
+            "parameters.speaker_count",
+        ),
+        (
+            {"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"language_hints": "en"}},
+            "parameters.language_hints",
+        ),
+        (
+            {"model": "fun-asr", "input": {"file_urls": ["https://x/a.wav"]}, "parameters": {"vocabulary_id": 12}},
+            "parameters.vocabulary_id",
+        ),
+        (
+            {
+                "model": "fun-asr",
+                "input": {"file_urls": ["https://x/a.wav"]},
+                "parameters": {"vocabulary_id": "vocab-nope-0"},
+            },
+            "vocabulary_id",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(server: RunningServer, body: Any, field: str) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
     time.sleep(0.15)  # stay under the shared server's submit rate limit (10/s)
-    response = httpx.post(server.url + SUBMIT, content=content,
-                          headers={**AUTH, "Content-Type": "application/json"})
+    response = httpx.post(server.url + SUBMIT, content=content, headers={**AUTH, "Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     payload = response.json()
     assert payload["code"] == "InvalidParameter"
@@ -258,8 +284,10 @@ def audio_http() -> Iterator[str]:
 def test_http_urls_and_submit_rate_limit(tmp_path: Path, audio_http: str) -> None:
     server = start_server(tmp_path / "private", {"VOXGATE_FETCH_ALLOW_PRIVATE": "1", "VOXGATE_SUBMIT_RPS": "0.2"})
     try:
-        body = {"model": "fun-asr", "input": {"file_urls": [f"{audio_http}/something.wav",
-                                                            f"{audio_http}/missing.wav"]}}
+        body = {
+            "model": "fun-asr",
+            "input": {"file_urls": [f"{audio_http}/something.wav", f"{audio_http}/missing.wav"]},
+        }
         first = _submit(server, body)
         assert first.status_code == 200
         second = _submit(server, body)
@@ -293,8 +321,28 @@ def _long_speech(out: Path) -> tuple[Path, str]:
     parts.append(audio_file("something.wav"))
     listing = out.parent / "concat.txt"
     listing.write_text("".join(f"file '{p}'\n" for p in parts))
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-                    "-c:a", "pcm_s16le", "-ar", "16000", "-ac", "1", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c:a",
+            "pcm_s16le",
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            str(out),
+        ],
+        check=True,
+    )
     reference = " ".join([REFERENCE["goforward.wav"], *PARAGRAPHS, REFERENCE["something.wav"]])
     return out, reference
 
@@ -304,8 +352,14 @@ def test_running_job_survives_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "durable"
     server = start_server(data_dir)
     try:
-        submitted = _submit(server, {"model": "fun-asr", "input": {"file_urls": [long_file.as_uri()]},
-                                     "parameters": {"language_hints": ["en"]}})
+        submitted = _submit(
+            server,
+            {
+                "model": "fun-asr",
+                "input": {"file_urls": [long_file.as_uri()]},
+                "parameters": {"language_hints": ["en"]},
+            },
+        )
         task_id = submitted.json()["output"]["task_id"]
         deadline = time.monotonic() + 60
         status = "PENDING"

@@ -21,7 +21,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/audio.wav":
             self._send(PAYLOAD, length=True)
         elif self.path == "/chunked.wav":
@@ -80,9 +80,25 @@ def _no_dns(host: str, port: int) -> list[str]:
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "224.0.0.1",
-     "240.0.0.1", "100.64.0.1", "::1", "::", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1",
-     "::ffff:169.254.169.254", "2002:7f00:1::1"],
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "100.64.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "2002:7f00:1::1",
+    ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert forbidden_reason(ipaddress.ip_address(address)) is not None
@@ -95,8 +111,14 @@ def test_public_addresses_are_allowed(address: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:1/a.wav", "http://10.0.0.1/a.wav", "http://169.254.169.254/latest/meta-data/",
-     "https://[::1]/a.wav", "http://0.0.0.0:8000/a.wav", "http://[::ffff:10.0.0.1]/a.wav"],
+    [
+        "http://127.0.0.1:1/a.wav",
+        "http://10.0.0.1/a.wav",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://[::1]/a.wav",
+        "http://0.0.0.0:8000/a.wav",
+        "http://[::ffff:10.0.0.1]/a.wav",
+    ],
 )
 def test_literal_private_urls_refused_by_default(tmp_path: Path, url: str) -> None:
     fetcher = Fetcher(_settings(tmp_path), resolver=_no_dns)
@@ -106,8 +128,11 @@ def test_literal_private_urls_refused_by_default(tmp_path: Path, url: str) -> No
 
 
 def test_resolved_addresses_are_checked_not_only_the_literal(tmp_path: Path) -> None:
-    answers = {"intranet.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "127.0.0.1"],
-               "metadata.example": ["169.254.169.254"]}
+    answers = {
+        "intranet.example": ["10.1.2.3"],
+        "mixed.example": ["93.184.216.34", "127.0.0.1"],
+        "metadata.example": ["169.254.169.254"],
+    }
     fetcher = Fetcher(_settings(tmp_path), resolver=lambda host, port: answers[host])
     for host in answers:
         with pytest.raises(FetchForbidden, match=host):
