@@ -39,7 +39,7 @@ class PayloadTooLarge(InvalidParameter):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1024**2:g} MB"
+    return f"{round(n / 1024**2, 1):g} MB"
 
 
 # -- data URIs ------------------------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""Protocol logic of the synchronous endpoints: data URIs, upload keys and policies, streamed pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.requests import Request
+
+from voxgate.api.audio_source import (
+    MultipartForm,
+    PayloadTooLarge,
+    decode_data_uri,
+    read_multipart,
+    temp_destination,
+    wrap_raw_pcm,
+)
+from voxgate.api.dashscope import generation
+from voxgate.api.dashscope.uploads import UploadDenied, check_policy, key_path, make_policy, resolve_oss
+from voxgate.api.sync_recognition import ClipResult, parse_language, parse_sample_rate
+from voxgate.audio.decode import decode_channel
+from voxgate.config import Settings
+from voxgate.engine.catalog import Catalog
+from voxgate.engine.types import RecognitionOptions, Sentence
+from voxgate.errors import AudioError, InvalidParameter
+
+
+def test_data_uri_accepts_audio_and_refuses_everything_else() -> None:
+    assert decode_data_uri("data:audio/wav;base64,UklGRg==", param="a") == b"RIFF"
+    assert decode_data_uri("data:;base64,UklGRg==", param="a") == b"RIFF"
+    with pytest.raises(AudioError, match="not audio"):
+        decode_data_uri("data:image/png;base64,UklGRg==", param="a")
+    with pytest.raises(InvalidParameter, match="base64"):
+        decode_data_uri("data:audio/wav,RIFF", param="a")
+    with pytest.raises(InvalidParameter, match="not valid base64"):
+        decode_data_uri("data:audio/wav;base64,U*lGRg==", param="a")
+    with pytest.raises(PayloadTooLarge, match="the limit is"):
+        decode_data_uri("data:audio/wav;base64," + "A" * 200, param="a", max_chars=105)
+
+
+def test_raw_pcm_wrapped_as_wav_decodes_to_the_same_samples() -> None:
+    samples = (np.sin(np.arange(16000) / 10) * 10000).astype("<i2")
+    decoded = decode_channel(wrap_raw_pcm(samples.tobytes(), 16000))
+    assert decoded.shape == (16000,)
+    assert np.allclose(decoded, samples / 32768.0, atol=1e-4)
+
+
+def test_upload_keys_stay_inside_the_uploads_folder(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert key_path(settings, "dashscope-instant/abc/a b.wav") == tmp_path / "uploads/dashscope-instant/abc/a b.wav"
+    for bad in ("../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", "a/./b", "a\x00b", ""):
+        with pytest.raises(InvalidParameter):
+            key_path(settings, bad)
+    stored = tmp_path / "uploads/dashscope-instant/abc/a b.wav"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"x")
+    assert resolve_oss(settings, "oss://dashscope-instant/abc/a b.wav") == stored
+    assert resolve_oss(settings, "oss://dashscope-instant/abc/a%20b.wav") == stored
+    with pytest.raises(InvalidParameter, match="does not exist"):
+        resolve_oss(settings, "oss://dashscope-instant/abc/missing.wav")
+    with pytest.raises(InvalidParameter):
+        resolve_oss(settings, "oss://../../etc/passwd")
+
+
+def _form(**fields: str) -> MultipartForm:
+    return MultipartForm(fields={k: [v] for k, v in fields.items()})
+
+
+def test_upload_policy_signature_and_prefix(tmp_path: Path) -> None:
+    services: Any = SimpleNamespace(settings=Settings(data_dir=tmp_path), extras={})
+    policy = make_policy(services, "http://host/api/v1/uploads")
+    key = policy["upload_dir"] + "/a.wav"
+    assert check_policy(services, _form(policy=policy["policy"], Signature=policy["signature"], key=key)) == key
+    with pytest.raises(UploadDenied, match="signature"):
+        check_policy(services, _form(policy=policy["policy"], Signature="x", key=key))
+    with pytest.raises(UploadDenied, match="upload_dir"):
+        check_policy(services, _form(policy=policy["policy"], Signature=policy["signature"], key="elsewhere/a"))
+    document = json.loads(base64.b64decode(policy["policy"]))
+    document["conditions"][0][2] = "dashscope-instant/"
+    forged = base64.b64encode(json.dumps(document).encode()).decode()
+    with pytest.raises(UploadDenied):
+        check_policy(services, _form(policy=forged, Signature=policy["signature"], key="dashscope-instant/x/a"))
+    # another process with the same data_dir shares the signing key
+    other: Any = SimpleNamespace(settings=services.settings, extras={})
+    assert check_policy(other, _form(policy=policy["policy"], Signature=policy["signature"], key=key)) == key
+
+
+def _request(body: bytes, boundary: str) -> Request:
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+
+    async def receive() -> dict[str, Any]:
+        chunk = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
+    return Request({"type": "http", "method": "POST", "headers": headers, "path": "/"}, receive)
+
+
+def _multipart(boundary: str, fields: dict[str, str], file: bytes) -> bytes:
+    out = b""
+    for name, value in fields.items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    out += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'.encode()
+    return out + file + f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_multipart_reader_streams_the_file_and_enforces_the_cap(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    payload = bytes(range(256)) * 40
+    body = _multipart("XyZ", {"model": "whisper-1", "timestamp_granularities[]": "word"}, payload)
+    form = asyncio.run(
+        read_multipart(_request(body, "XyZ"), destination=temp_destination(settings), max_file_bytes=20_000)
+    )
+    assert form.get("model") == "whisper-1" and form.all("timestamp_granularities[]") == ["word"]
+    assert form.file_path is not None and form.file_path.read_bytes() == payload and form.file_name == "a.wav"
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(read_multipart(_request(body, "XyZ"), destination=temp_destination(settings), max_file_bytes=5000))
+    assert list((tmp_path / "tmp").iterdir()) == [form.file_path], "the partial file was removed"
+
+
+def _result(texts: list[str], language: str) -> ClipResult:
+    sentences = [Sentence(begin_time=i * 1000, end_time=i * 1000 + 900, text=t) for i, t in enumerate(texts)]
+    return ClipResult(sentences=sentences, language=language, duration_ms=len(texts) * 1000)
+
+
+def test_streamed_pieces_incremental_and_cumulative() -> None:
+    english = _result(["Go forward.", "Stop now."], "en")
+    assert english.pieces(incremental=True) == ["Go forward.", " Stop now."]
+    assert english.pieces(incremental=False) == ["Go forward.", "Go forward. Stop now."]
+    chinese = _result(["你好。", "再见。"], "zh")
+    assert "".join(chinese.pieces(incremental=True)) == chinese.text == "你好。再见。"
+    assert _result([], "en").pieces(incremental=True) == [""]
+    assert chinese.token_estimate() == 6 and english.token_estimate() == 4
+
+
+def test_generation_events_follow_the_dialect() -> None:
+    catalog = Catalog()
+    result = _result(["Go forward.", "Stop now."], "en")
+
+    def call(model: str, incremental: bool) -> generation.GenerationCall:
+        return generation.GenerationCall(
+            catalog.resolve(model), "data:", "audio", RecognitionOptions(), None, None, incremental
+        )
+
+    events = generation.render_events(call("qwen3-asr-flash", True), result, "rid")
+    assert [e["output"]["choices"][0]["message"]["content"][0]["text"] for e in events] == [
+        "Go forward.",
+        " Stop now.",
+    ]
+    assert [e["output"]["choices"][0]["finish_reason"] for e in events] == ["null", "stop"]
+    assert "annotations" in events[-1]["output"]["choices"][0]["message"]
+    events = generation.render_events(call("fun-asr-flash", True), result, "rid")
+    assert [e["output"]["text"] for e in events] == ["Go forward.", "Go forward. Stop now."]
+    assert [e["output"]["sentence"]["sentence_id"] for e in events] == [1, 2]
+    framed = generation.sse_event(3, events[0])
+    assert framed.startswith("id:3\nevent:result\ndata:{") and framed.endswith("}\n\n")
+
+
+def test_parameter_parsing() -> None:
+    assert parse_sample_rate("16000", "p") == parse_sample_rate(16000, "p") == 16000
+    assert parse_sample_rate(None, "p") is None
+    for bad in ("fast", True, 16000.5, 10):
+        with pytest.raises(InvalidParameter):
+            parse_sample_rate(bad, "p")
+    assert parse_language("en-US", "p") == "en" and parse_language("auto", "p") is None
+    with pytest.raises(InvalidParameter, match="unsupported language"):
+        parse_language("xx", "p")
