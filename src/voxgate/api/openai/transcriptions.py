@@ -111,8 +111,7 @@ def verbose_json(result: ClipResult, granularities: set[str]) -> dict[str, Any]:
         "text": result.text,
         "usage": {"type": "duration", "seconds": result.seconds},
     }
-    if "segment" in granularities:
-        body["segments"] = [_segment(i, s) for i, s in enumerate(result.sentences)]
+    body["segments"] = [_segment(i, s) for i, s in enumerate(result.sentences)]
     if "word" in granularities:
         body["words"] = [
             {"word": w.text.strip(), "start": _seconds(w.begin_time), "end": _seconds(w.end_time)}
