@@ -44,7 +44,7 @@ def data_uri(path: Path) -> str:
 # -- /v1/audio/transcriptions ---------------------------------------------------------------------------
 def test_transcription_json(client: openai.OpenAI) -> None:
     with audio_file("goforward.wav").open("rb") as handle:
-        result = client.audio.transcriptions.create(model="whisper-1", file=handle, temperature=0.2)
+        result = client.audio.transcriptions.create(model="whisper-1", file=handle, temperature=0.2, language="en")
     assert wer(GOFORWARD, result.text) <= 0.25
     assert result.usage is not None and result.usage.type == "duration" and result.usage.seconds == 3
 

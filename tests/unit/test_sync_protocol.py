@@ -23,12 +23,12 @@ from voxgate.api.audio_source import (
 )
 from voxgate.api.dashscope import generation
 from voxgate.api.dashscope.uploads import UploadDenied, check_policy, key_path, make_policy, resolve_oss
-from voxgate.api.sync_recognition import ClipResult, parse_language, parse_sample_rate
+from voxgate.api.sync_recognition import ClipResult, SyncGate, parse_language, parse_sample_rate
 from voxgate.audio.decode import decode_channel
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.types import RecognitionOptions, Sentence
-from voxgate.errors import AudioError, InvalidParameter
+from voxgate.errors import AudioError, InvalidParameter, Throttling
 
 
 def test_data_uri_accepts_audio_and_refuses_everything_else() -> None:
@@ -171,3 +171,28 @@ def test_parameter_parsing() -> None:
     assert parse_language("en-US", "p") == "en" and parse_language("auto", "p") is None
     with pytest.raises(InvalidParameter, match="unsupported language"):
         parse_language("xx", "p")
+
+
+def test_sync_gate_bounds_running_and_waiting_requests() -> None:
+    async def scenario() -> list[str]:
+        gate = SyncGate(concurrency=1, queue_limit=1)
+        release = asyncio.Event()
+        order: list[str] = []
+
+        async def request(name: str) -> None:
+            async with gate.slot():
+                order.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(request("first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(request("second"))
+        await asyncio.sleep(0)
+        with pytest.raises(Throttling):
+            gate.check()
+        release.set()
+        await asyncio.gather(first, second)
+        gate.check()
+        return order
+
+    assert asyncio.run(scenario()) == ["first", "second"]

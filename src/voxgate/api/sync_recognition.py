@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,12 @@ from voxgate.config import Settings
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.language import to_whisper_code
 from voxgate.engine.types import CJK_LANGUAGES, Hotword, RecognitionOptions, Sentence, join_sentences
-from voxgate.errors import AudioError, InvalidParameter
+from voxgate.errors import AudioError, InvalidParameter, Throttling
 from voxgate.services import Services
 
 RAW_PCM_FORMATS = frozenset({"pcm", "raw", "s16le"})
+SYNC_QUEUE_LIMIT = 16  # synchronous requests allowed to wait for the recognizer; more are refused
+_GATE_EXTRA = "sync_gate"
 _WHISPER_LANGUAGES = frozenset(_LANGUAGE_CODES)
 
 
@@ -84,8 +88,9 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise InvalidParameter("the client closed the connection before the body was complete") from exc
     if not chunks:
         raise InvalidParameter("the request body is empty; a JSON object is required")
+    raw = b"".join(chunks)
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw) if size < 256 * 1024 else await asyncio.to_thread(json.loads, raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidParameter("the request body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -247,11 +252,48 @@ def _recognize_samples(
     return ClipResult(sentences=sentences, language=language or options.language, duration_ms=duration_ms)
 
 
+class SyncGate:
+    """Bounds synchronous recognitions: ``concurrency`` run at once, at most ``queue_limit`` wait."""
+
+    def __init__(self, concurrency: int, queue_limit: int) -> None:
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._queue_limit = queue_limit
+        self.waiting = 0
+
+    def check(self) -> None:
+        """Refuse now (``Throttling``) if a new request would have to wait in a full queue."""
+        if self._slots.locked() and self.waiting >= self._queue_limit:
+            raise Throttling("too many synchronous recognition requests are waiting; retry shortly")
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.check()
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def sync_gate(services: Services) -> SyncGate:
+    """The process-wide gate of the synchronous endpoints."""
+    gate = services.extras.get(_GATE_EXTRA)
+    if not isinstance(gate, SyncGate):
+        gate = SyncGate(services.settings.decode_workers, SYNC_QUEUE_LIMIT)
+        services.extras[_GATE_EXTRA] = gate
+    return gate
+
+
 async def recognize_samples(
     services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
 ) -> ClipResult:
-    """Recognize decoded samples in a worker thread (never on the event loop)."""
-    return await asyncio.to_thread(_recognize_samples, services, audio, options, profile)
+    """Recognize decoded samples in a worker thread (never on the event loop), through the gate."""
+    async with sync_gate(services).slot():
+        return await asyncio.to_thread(_recognize_samples, services, audio, options, profile)
 
 
 async def recognize_reference(

@@ -31,6 +31,7 @@ from voxgate.api.sync_recognition import (
     parse_language,
     read_json_object,
     recognize_samples,
+    sync_gate,
     text_of,
 )
 from voxgate.engine.catalog import EngineProfile
@@ -203,6 +204,7 @@ async def chat_completions(request: Request) -> Response:
     services: Services = request.app.state.services
     body = await read_json_object(request, services.settings.max_request_bytes)
     call = parse_chat(body, services)
+    sync_gate(services).check()
     # Audio problems are answered as HTTP errors, before any stream starts.
     audio = await load_samples(services, call.audio, param=call.audio_param, audio_format=call.audio_format)
     completion_id = f"chatcmpl-{uuid.uuid4()}"

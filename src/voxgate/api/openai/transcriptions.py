@@ -31,6 +31,7 @@ from voxgate.api.sync_recognition import (
     parse_bool,
     parse_language,
     recognize_samples,
+    sync_gate,
 )
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions, Sentence
@@ -178,6 +179,7 @@ async def transcriptions(request: Request) -> Response:
             context=(form.get("prompt") or "").strip() or None,
         )
         stream = parse_bool(form.get("stream"), "stream")
+        sync_gate(services).check()
         audio = await _decode(file_path, services)
     finally:
         if file_path is not None:
