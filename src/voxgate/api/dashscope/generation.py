@@ -278,8 +278,10 @@ async def generation(request: Request) -> Response:
         error = exc
     if streaming:
         return StreamingResponse(
-            _stream(services, request_id, call, error), media_type="text/event-stream", headers=SSE_HEADERS
+            _stream(services, request_id, call, error),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "X-Request-Id": request_id},
         )
     assert call is not None
     result = await _recognize(call, services)
-    return JSONResponse(render(call, result, request_id))
+    return JSONResponse(render(call, result, request_id), headers={"X-Request-Id": request_id})
