@@ -230,10 +230,27 @@ def test_malformed_json(server: RunningServer) -> None:
     assert "JSON" in _sse_error(_post(server, b"not json", sse=True), "InvalidParameter")
 
 
+def test_silence_gives_empty_text(server: RunningServer, tmp_path: Path) -> None:
+    silence = tmp_path / "silence.wav"
+    with wave.open(str(silence), "wb") as dst:
+        dst.setnchannels(1)
+        dst.setsampwidth(2)
+        dst.setframerate(16000)
+        dst.writeframes(b"\x00\x00" * 32000)
+    response = _post(server, _body(data_uri(silence), model="fun-asr-flash"))
+    assert response.status_code == 200, response.text
+    assert response.json()["output"]["text"] == ""
+    events = sse_events(_post(server, _body(data_uri(silence)), sse=True).text)
+    assert len(events) == 1 and events[0][0] == "result"
+    choice = events[0][1]["output"]["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["message"]["content"] == [{"text": ""}]
+
+
 def test_missing_audio(server: RunningServer) -> None:
     body = {"model": "qwen3-asr-flash", "input": {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}}
     assert "audio" in _error(_post(server, body), 400, "InvalidParameter")
     assert "input.messages" in _error(_post(server, {"model": "qwen3-asr-flash", "input": {}}), 400, "InvalidParameter")
+    assert "model" in _error(_post(server, {"input": {}}), 400, "InvalidParameter")
 
 
 def test_non_audio_data_uri(server: RunningServer) -> None:

@@ -59,9 +59,7 @@ def decode_data_uri(uri: str, *, param: str, max_chars: int = DATA_URI_MAX_CHARS
     if "base64" not in parts[1:]:
         raise InvalidParameter("data URIs must be base64-encoded (data:audio/<type>;base64,...)", param=param)
     if not (mime.startswith(("audio/", "video/")) or mime in _AUDIO_MIME_EXTRA):
-        raise AudioError(
-            f"the data URI has type '{mime}', which is not audio", reason="not_audio", param=param
-        )
+        raise AudioError(f"the data URI has type '{mime}', which is not audio", reason="not_audio", param=param)
     try:
         data = base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -99,15 +97,11 @@ def _check_local_size(path: Path, max_bytes: int, param: str) -> None:
         raise PayloadTooLarge(f"the audio file is {_mb(size)}; the limit is {_mb(max_bytes)}", param=param)
 
 
-async def load_audio(
-    ref: object, settings: Settings, *, param: str, max_bytes: int | None = None
-) -> LocalAudio:
+async def load_audio(ref: object, settings: Settings, *, param: str, max_bytes: int | None = None) -> LocalAudio:
     """Resolve an audio reference from a request body. Raises :class:`InvalidParameter` naming ``param``."""
     limit = max_bytes or settings.sync_max_bytes
     if not isinstance(ref, str) or not ref.strip():
-        raise InvalidParameter(
-            "the audio reference must be a non-empty string (URL or data URI)", param=param
-        )
+        raise InvalidParameter("the audio reference must be a non-empty string (URL or data URI)", param=param)
     ref = ref.strip()
     scheme = ref.split(":", 1)[0].lower() if ":" in ref else ""
     if scheme == "data":
@@ -244,9 +238,7 @@ async def read_multipart(
         _kind, disp = parse_options_header(headers.get("content-disposition", ""))
         name = disp.get(b"name", b"").decode("utf-8", "replace")
         filename = disp.get(b"filename")
-        part = _Part(
-            name=name, filename=filename.decode("utf-8", "replace") if filename is not None else None
-        )
+        part = _Part(name=name, filename=filename.decode("utf-8", "replace") if filename is not None else None)
         count += 1
         if count > max_fields:
             raise InvalidParameter(f"the form has more than {max_fields} parts")

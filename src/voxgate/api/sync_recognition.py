@@ -98,6 +98,13 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
+def require_model(value: Any) -> str:
+    """The ``model`` field: a missing one is a bad request, an unknown one is resolved (404) later."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameter("the 'model' field is required (e.g. qwen3-asr-flash)", param="model")
+    return value.strip()
+
+
 def as_object(value: Any, param: str) -> dict[str, Any]:
     """``value`` as a JSON object; None becomes ``{}``."""
     if value is None:

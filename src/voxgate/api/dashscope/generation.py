@@ -36,6 +36,7 @@ from voxgate.api.sync_recognition import (
     parse_sample_rate,
     read_json_object,
     recognize_reference,
+    require_model,
     text_of,
 )
 from voxgate.engine.catalog import EngineProfile
@@ -110,7 +111,7 @@ def parse_messages(messages: Any) -> tuple[tuple[Any, str], list[str]]:
 
 
 def parse_generation(body: dict[str, Any], services: Services) -> GenerationCall:
-    profile = services.catalog.resolve(body.get("model"), mode="sync")
+    profile = services.catalog.resolve(require_model(body.get("model")), mode="sync")
     input_ = as_object(body.get("input"), "input")
     params = as_object(body.get("parameters"), "parameters")
     asr = as_object(params.get("asr_options"), "parameters.asr_options")

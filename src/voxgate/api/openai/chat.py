@@ -31,6 +31,7 @@ from voxgate.api.sync_recognition import (
     parse_language,
     read_json_object,
     recognize_samples,
+    require_model,
     sync_gate,
     text_of,
 )
@@ -73,7 +74,7 @@ def _audio_part(part: dict[str, Any], param: str) -> tuple[Any, str, Any] | None
 
 
 def parse_chat(body: dict[str, Any], services: Services) -> ChatCall:
-    model = body.get("model")
+    model = require_model(body.get("model"))
     profile = services.catalog.resolve(model, mode="sync")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -109,7 +110,7 @@ def parse_chat(body: dict[str, Any], services: Services) -> ChatCall:
         itn=parse_bool(asr.get("enable_itn"), "asr_options.enable_itn"),
     )
     return ChatCall(
-        model=str(model),
+        model=model,
         profile=profile,
         audio=audio,
         audio_param=audio_param,
