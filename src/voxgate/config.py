@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     realtime_max_sessions: int = Field(0, description="Concurrent real-time sessions (0 = from CPU count).")
     realtime_idle_timeout_s: float = Field(60.0, description="Idle WebSocket connections closed after this.")
+    realtime_fast_finals: bool = Field(
+        True,
+        description="Decode real-time finals on a short encoder window (guarded; falls back to the full window).",
+    )
 
     def api_key_set(self) -> set[str]:
         return {k.strip() for k in self.api_keys.split(",") if k.strip()}

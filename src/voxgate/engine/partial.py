@@ -4,8 +4,12 @@ Whisper's encoder normally sees a padded 30 s window, which costs the same howev
 For interim results the encoder gets only the audio so far plus about one second of silence (CTranslate2
 accepts fewer than 3000 mel frames), which is several times cheaper. Short inputs make greedy decoding
 loop, so the decode is guarded: a token cap from the audio length, repetition detection (the loop is cut
-off), and a fall-back to the full window when the short decode looped. Finals never use this path: they
-are decoded by the shared :class:`~voxgate.engine.recognizer.Recognizer` with the accurate settings.
+off), and a second decode of the same encoding with repetition penalties when the first one looped.
+
+Finals of VAD segments shorter than 28 s also use a short window (with word timestamps from cross-attention
+alignment) when every guard passes: sure language, no loop, no token cap, confident tokens, normal
+compression, and words that reach the end of the speech. Otherwise they go to the shared
+:class:`~voxgate.engine.recognizer.Recognizer` (full padded window, the accurate path).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
+from voxgate.engine import postprocess
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.guards import repeated_span
 from voxgate.engine.language import to_whisper_code
 from voxgate.engine.recognizer import Recognizer, context_prompt, hotword_prompt
+from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import RecognitionOptions, Sentence
 
 SAMPLE_RATE = 16_000
@@ -32,6 +39,12 @@ NO_SPEECH = 0.6
 LOW_LOGPROB = -1.0
 DETECT_MIN_SAMPLES = SAMPLE_RATE  # interims wait for 1 s of audio before guessing the language
 DETECT_MIN_PROB = 0.6
+FINAL_TOKENS_PER_SECOND = 8.0
+FINAL_MIN_LOGPROB = -0.8
+FINAL_MAX_COMPRESSION = 2.2
+FINAL_MISSING_TAIL_S = 1.0  # the last word must end this close to where the VAD heard speech end
+PREPEND = "\"'“¿([{-"
+APPEND = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass(slots=True)
@@ -69,12 +82,11 @@ class PartialDecoder:
         padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)])
         features = self.model.feature_extractor(padded)
         frames = min(FULL_FRAMES, max(100, features.shape[-1] - 1))
-        hyp = self._run(features, frames, audio.shape[0], language, prefix, prompt, hints)
-        if hyp.looped and frames < FULL_FRAMES:
-            full = np.zeros((features.shape[0], FULL_FRAMES), dtype=features.dtype)
-            usable = min(FULL_FRAMES, features.shape[-1])
-            full[:, :usable] = features[:, :usable]
-            retry = self._run(full, FULL_FRAMES, audio.shape[0], language, prefix, prompt, hints)
+        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+        hyp = self._run(encoded, audio.shape[0], language, prefix, prompt, hints, penalize=False)
+        if hyp.looped:  # fall back: decode the same encoding again with repetition penalties
+            retry = self._run(encoded, audio.shape[0], hyp.language, prefix, prompt, hints, penalize=True)
             if not retry.looped:
                 retry.fallback = True
                 return retry
@@ -82,16 +94,15 @@ class PartialDecoder:
 
     def _run(
         self,
-        features: np.ndarray,
-        frames: int,
+        encoded: ctranslate2.StorageView,
         samples: int,
         language: str | None,
         prefix: str,
         prompt: str | None,
         hints: list[str] | None,
+        *,
+        penalize: bool,
     ) -> Hypothesis:
-        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
         if not self.multilingual:
             language = "en"
         elif language is None:
@@ -114,6 +125,8 @@ class PartialDecoder:
             return_no_speech_prob=True,
             suppress_blank=True,
             beam_size=1,
+            repetition_penalty=1.3 if penalize else 1.0,
+            no_repeat_ngram_size=3 if penalize else 0,
         )[0]
         ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         new = ids[len(prefix_tokens) :] if ids[: len(prefix_tokens)] == prefix_tokens else ids
@@ -133,6 +146,72 @@ class PartialDecoder:
         if len(words) < len(confirmed):
             words = confirmed
         return Hypothesis(" ".join(words), language, looped=looped, capped=capped)
+
+    def decode_final(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None,
+        hints: list[str] | None = None,
+        speech_end_s: float | None = None,
+    ) -> tuple[list[tuple[float, float, str, float]], str] | None:
+        """Words with times (and the language) for a whole VAD segment on a short window, or None when a
+        guard trips: unsure language, loop, token cap, low confidence, high compression, or words ending
+        well before the speech does."""
+        padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)])
+        features = self.model.feature_extractor(padded)
+        frames = min(FULL_FRAMES, max(100, features.shape[-1] - 1))
+        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+        if not self.multilingual:
+            language = "en"
+        elif language is None:
+            language = self._detect(encoded, hints, audio.shape[0])
+            if language is None:
+                return None
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+        tokens: list[int] = []
+        if prompt:
+            tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-100:]]
+        tokens += [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        cap = int(audio.shape[0] / SAMPLE_RATE * FINAL_TOKENS_PER_SECOND) + MIN_TOKENS
+        result = self.model.model.generate(
+            encoded,
+            [tokens],
+            max_length=min(448, len(tokens) + cap),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            beam_size=1,
+        )[0]
+        ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        if not ids:
+            return ([], language) if result.no_speech_prob > NO_SPEECH else None
+        avg_logprob = result.scores[0] / (len(ids) + 1)
+        if result.no_speech_prob > NO_SPEECH and avg_logprob < LOW_LOGPROB:
+            return [], language
+        text = tokenizer.decode(ids)
+        if (
+            len(ids) >= cap
+            or avg_logprob < FINAL_MIN_LOGPROB
+            or get_compression_ratio(text) > FINAL_MAX_COMPRESSION
+            or repeated_span([_norm(w) for w in text.split()]) is not None
+        ):
+            return None
+        content_frames = audio.shape[0] // self.model.feature_extractor.hop_length
+        alignment = self.model.find_alignment(tokenizer, [ids], encoded, content_frames)[0]
+        merge_punctuations(alignment, PREPEND, APPEND)
+        words = [
+            (float(w["start"]), float(w["end"]), str(w["word"]), float(w["probability"]))
+            for w in alignment
+            if w["word"]
+        ]
+        if not words:
+            return None
+        if speech_end_s is not None and words[-1][1] < speech_end_s - FINAL_MISSING_TAIL_S:
+            return None
+        return words, language
 
     def _detect(self, encoded: ctranslate2.StorageView, hints: list[str] | None, samples: int) -> str | None:
         """The language of an interim, or None while it is uncertain (short or ambiguous speech)."""
@@ -163,13 +242,17 @@ class WhisperStreamEngine:
         options: RecognitionOptions,
         *,
         partial_model: str,
+        fast_finals: bool = True,
     ) -> None:
         self.recognizer = recognizer
         self.profile = profile
         self.options = options
         self.partial_model = partial_model
+        self.fast_finals = fast_finals
         self._decoder = PartialDecoder(recognizer.model(partial_model))
-        recognizer.model(recognizer.engine_model(profile, options))
+        final_model = recognizer.model(recognizer.engine_model(profile, options))
+        self._final_decoder = PartialDecoder(final_model)
+        self.stats = {"fast_finals": 0, "full_finals": 0}
 
     def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis:
         prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
@@ -177,7 +260,22 @@ class WhisperStreamEngine:
             audio, language=language, prefix=prefix, prompt=prompt, hints=self.options.language_hints
         )
 
-    def final(self, audio: np.ndarray, offset_ms: int, language: str | None) -> tuple[list[Sentence], str | None]:
+    def final(
+        self, audio: np.ndarray, offset_ms: int, language: str | None, speech_end_s: float | None = None
+    ) -> tuple[list[Sentence], str | None]:
+        """A closed sentence: short-window decode when its guards pass, else the accurate full-window path."""
+        if self.fast_finals and audio.shape[0] < (FULL_FRAMES // 100 - 2) * SAMPLE_RATE:
+            prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
+            decoded = self._final_decoder.decode_final(
+                audio, language=language, prompt=prompt, hints=self.options.language_hints, speech_end_s=speech_end_s
+            )
+            if decoded is not None:
+                words, language = decoded
+                self.stats["fast_finals"] += 1
+                built = make_words(words, offset_ms)
+                sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
+                return postprocess.apply(sentences, self.options, language), language
+        self.stats["full_finals"] += 1
         return self.recognizer.transcribe_clip(
             audio, self.options, self.profile, offset_ms=offset_ms, language=language
         )

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     wanted: Callable[[], bool] | None = None
     final: bool = True
+    queued: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -204,8 +206,6 @@ class Scheduler:
         return None
 
     def _work(self) -> None:
-        import time
-
         while True:
             with self._cond:
                 job = self._next()
@@ -225,6 +225,13 @@ class Scheduler:
                 _resolve(job, value)
             finally:
                 elapsed = time.perf_counter() - started
+                log.debug(
+                    "%s job of stream %d: waited %.3f s, ran %.3f s",
+                    "final" if job.final else "partial",
+                    job.stream,
+                    started - job.queued,
+                    elapsed,
+                )
                 with self._cond:
                     self.stats.busy_s += elapsed
                     if job.final:

@@ -79,7 +79,9 @@ class StreamEngine(Protocol):
 
     def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis: ...
 
-    def final(self, audio: np.ndarray, offset_ms: int, language: str | None) -> tuple[list[Sentence], str | None]: ...
+    def final(
+        self, audio: np.ndarray, offset_ms: int, language: str | None, speech_end_s: float | None = None
+    ) -> tuple[list[Sentence], str | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +367,7 @@ class RecognitionStream:
             if 0 < cfg.speculative_ms <= silence_ms and utt.speculative is None and cfg.silence_ms > cfg.speculative_ms:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
                 audio = self._ring.slice(utt.start, end)
-                utt.speculative = (end, asyncio.ensure_future(self._decode_final(audio, utt.start)))
+                utt.speculative = (end, asyncio.ensure_future(self._decode_final(audio, utt.start, utt.last_speech)))
         if frame_end - utt.start >= _samples(cfg.max_sentence_ms):
             await self._force_cut(utt, frame_end)
 
@@ -414,15 +416,22 @@ class RecognitionStream:
             if spec is not None:
                 spec[1].cancel()
             audio = self._ring.slice(utt.start, end)
-            decode = asyncio.ensure_future(self._decode_final(audio, utt.start))
+            decode = asyncio.ensure_future(
+                self._decode_final(audio, utt.start, utt.last_speech if utt.voiced or not self.config.manual else None)
+            )
         previous = self._last_delivery
         task = asyncio.ensure_future(self._deliver(utt, decode, previous, _ms(utt.start), _ms(end)))
         self._last_delivery = task
         self._finals.append(task)
 
-    async def _decode_final(self, audio: np.ndarray, start: int) -> tuple[list[Sentence], str | None]:
+    async def _decode_final(
+        self, audio: np.ndarray, start: int, speech_end: int | None
+    ) -> tuple[list[Sentence], str | None]:
+        speech_end_s = (speech_end - start) / SAMPLE_RATE if speech_end is not None else None
         language = self.language
-        return await self.scheduler.run_final(self.key, lambda: self.engine.final(audio, _ms(start), language))
+        return await self.scheduler.run_final(
+            self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s)
+        )
 
     async def _deliver(
         self,

@@ -56,6 +56,8 @@ RATES = (8000, 16000)
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_SILENCE_MS = 800
 MANUAL_MAX_MS = 60_000
+NO_PARTIALS_MS = 10**9
+DEFAULT_FIRST_PARTIAL_MS = 400
 FINISH_GRACE_S = 3.0
 OMNI_EVENTS = frozenset({"response.create", "response.cancel", "conversation.item.create", "input_image_buffer.append"})
 
@@ -369,6 +371,7 @@ class Session:
             silence_ms=turn["silence_duration_ms"] if turn else DEFAULT_SILENCE_MS,
             manual=turn is None,
             max_sentence_ms=15_000 if turn else MANUAL_MAX_MS,
+            first_partial_ms=DEFAULT_FIRST_PARTIAL_MS if turn else NO_PARTIALS_MS,  # manual: finals only
             language=self.language or ("en" if partial_model != self.profile.model else None),
         )
         assert self.ticket is not None

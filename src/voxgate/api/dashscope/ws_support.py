@@ -73,7 +73,13 @@ def stream_units(services: Services, profile: EngineProfile, partial_model: str)
 def build_engine(
     services: Services, profile: EngineProfile, options: RecognitionOptions, partial_model: str
 ) -> WhisperStreamEngine:
-    return WhisperStreamEngine(services.recognizer, profile, options, partial_model=partial_model)
+    return WhisperStreamEngine(
+        services.recognizer,
+        profile,
+        options,
+        partial_model=partial_model,
+        fast_finals=services.settings.realtime_fast_finals,
+    )
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> bool:
