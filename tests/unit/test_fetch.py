@@ -235,3 +235,11 @@ def test_http_errors_and_timeouts_are_download_failures(tmp_path: Path, http_bas
     with pytest.raises(FetchError, match="timed out"):
         fetcher.fetch(http_base + "/slow")
     assert time.monotonic() - started < 1.8
+
+
+def test_next_vetted_address_tried_when_one_refuses(tmp_path: Path, http_base: str) -> None:
+    port = int(http_base.rsplit(":", 1)[1])
+    fetcher = Fetcher(
+        _settings(tmp_path, fetch_allow_private=True), resolver=lambda host, _port: ["127.0.0.2", "127.0.0.1"]
+    )
+    assert fetcher.fetch(f"http://two.invalid:{port}/audio.wav").path.read_bytes() == PAYLOAD

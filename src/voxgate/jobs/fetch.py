@@ -153,8 +153,8 @@ class Fetcher:
         return self._local(path, f"oss://{key}")
 
     # -- http -------------------------------------------------------------------------------------
-    def _pinned_target(self, url: str) -> tuple[str, str, str]:
-        """Check ``url`` and return (url with a vetted IP literal, Host header, TLS server name)."""
+    def _pinned_targets(self, url: str) -> tuple[list[str], str, str]:
+        """Check ``url``; return (URLs with each vetted IP literal, IPv4 first; Host header; TLS server name)."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -178,41 +178,49 @@ class Fetcher:
             reason = self.policy(ip)
             if reason is not None:
                 raise FetchForbidden(f"refusing to fetch from {host} ({ip}): {reason}")
-        ip = addresses[0]
-        literal = f"[{ip}]" if ip.version == 6 else str(ip)
         shown_host = f"[{host}]" if ":" in host else host
-        netloc = literal if parts.port is None else f"{literal}:{port}"
         host_header = shown_host if parts.port is None else f"{shown_host}:{port}"
-        pinned = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+        pinned = []
+        for ip in sorted(addresses, key=lambda a: a.version):
+            literal = f"[{ip}]" if ip.version == 6 else str(ip)
+            netloc = literal if parts.port is None else f"{literal}:{port}"
+            pinned.append(urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")))
         return pinned, host_header, host
 
+    def _open(self, client: httpx.Client, url: str) -> tuple[httpx.Response, str]:
+        """Send a GET to the first reachable vetted address of ``url``'s host."""
+        targets, host_header, server_name = self._pinned_targets(url)
+        timeout = client.timeout.as_dict()
+        failure: Exception | None = None
+        for pinned in targets:
+            request = client.build_request(
+                "GET",
+                pinned,
+                headers={"Host": host_header, "User-Agent": "voxgate-fetch/1"},
+                extensions={"sni_hostname": server_name, "timeout": timeout},
+            )
+            try:
+                return client.send(request, stream=True), server_name
+            except httpx.ConnectError as exc:  # try the host's next address
+                failure = exc
+            except httpx.TimeoutException as exc:
+                raise FetchError(f"timed out connecting to {server_name}") from exc
+            except httpx.HTTPError as exc:
+                raise FetchError(f"download failed: {exc}") from exc
+        raise FetchError(f"could not connect to {server_name}: {failure}")
+
     def _fetch_http(self, url: str) -> FetchedFile:
-        timeout_s = self.settings.fetch_timeout_s
         deadline = time.monotonic() + self.settings.fetch_total_timeout_s
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        timeout = httpx.Timeout(timeout_s)
         with httpx.Client(
-            timeout=timeout, follow_redirects=False, transport=self.transport, trust_env=False
+            timeout=httpx.Timeout(self.settings.fetch_timeout_s),
+            follow_redirects=False,
+            transport=self.transport,
+            trust_env=False,
         ) as client:
             current = url
             for _hop in range(MAX_REDIRECTS + 1):
-                pinned, host_header, server_name = self._pinned_target(current)
-                request = client.build_request(
-                    "GET",
-                    pinned,
-                    headers={
-                        "Host": host_header,
-                        "User-Agent": "voxgate-fetch/1",
-                        "Accept-Encoding": "identity",
-                    },
-                    extensions={"sni_hostname": server_name, "timeout": timeout.as_dict()},
-                )
-                try:
-                    response = client.send(request, stream=True)
-                except httpx.TimeoutException as exc:
-                    raise FetchError(f"timed out connecting to {server_name}") from exc
-                except httpx.HTTPError as exc:
-                    raise FetchError(f"download failed: {exc}") from exc
+                response, server_name = self._open(client, current)
                 try:
                     if response.is_redirect:
                         location = response.headers.get("location")
@@ -229,14 +237,19 @@ class Fetcher:
 
     def _save(self, response: httpx.Response, deadline: float) -> FetchedFile:
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        if (
+            not response.headers.get("content-encoding")
+            and declared
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
             raise FetchTooLarge(f"the file is larger than the {_mb(self.max_bytes)} limit")
         fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".bin", dir=self.tmp_dir)
         path = Path(name)
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in response.iter_raw(CHUNK_BYTES):
+                for chunk in response.iter_bytes(CHUNK_BYTES):  # decoded: the cap counts real bytes
                     size += len(chunk)
                     if size > self.max_bytes:
                         raise FetchTooLarge(f"the file is larger than the {_mb(self.max_bytes)} limit")
