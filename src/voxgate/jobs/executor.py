@@ -244,6 +244,7 @@ class JobExecutor:
         words = params.enable_words or profile.family != "qwen-asr"
         body = file_result_json(result, url, family=profile.family, words=words)
         token = secrets.token_urlsafe(24)
+        self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / f"{token}.json"
         partial = path.with_suffix(".part")
         with partial.open("w", encoding="utf-8") as out:
