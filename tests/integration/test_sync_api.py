@@ -34,20 +34,29 @@ def sdk(server: RunningServer) -> Iterator[None]:
     dashscope.base_http_api_url, dashscope.api_key = saved
 
 
-@pytest.fixture(scope="module")
-def two_sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """goforward.wav, 1.5 s of silence, something.wav (16 kHz mono)."""
+def _joined(out: Path, gap_s: float) -> Path:
+    """goforward.wav, ``gap_s`` of silence, something.wav (16 kHz mono)."""
     frames = []
     for name in ("goforward.wav", "something.wav"):
         with wave.open(str(audio_file(name))) as src:
             frames.append(src.readframes(src.getnframes()))
-    out = tmp_path_factory.mktemp("sync") / "two.wav"
     with wave.open(str(out), "wb") as dst:
         dst.setnchannels(1)
         dst.setsampwidth(2)
         dst.setframerate(16000)
-        dst.writeframes(frames[0] + b"\x00\x00" * 24000 + frames[1])
+        dst.writeframes(frames[0] + b"\x00\x00" * int(16000 * gap_s) + frames[1])
     return out
+
+
+@pytest.fixture(scope="module")
+def two_sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _joined(tmp_path_factory.mktemp("sync") / "two.wav", 1.5)
+
+
+@pytest.fixture(scope="module")
+def long_two_sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """81 s: long enough to be recognized (and streamed) in two blocks."""
+    return _joined(tmp_path_factory.mktemp("sync") / "long.wav", 75.0)
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +148,15 @@ def test_qwen3_asr_flash_local_file_goes_through_upload(sdk: None, server: Runni
 
 
 # -- the input_audio family (fun-asr-flash, qwen-audio-*-asr-flash) -----------------------------------
-def test_input_audio_sse_cumulative_text(server: RunningServer, two_sentences: Path) -> None:
+def test_input_audio_sse_cumulative_text(server: RunningServer, long_two_sentences: Path) -> None:
     body = {
         "model": "qwen-audio-3.1-asr-flash",
         "input": {
             "messages": [
-                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": data_uri(two_sentences)}}]}
+                {
+                    "role": "user",
+                    "content": [{"type": "input_audio", "input_audio": {"data": data_uri(long_two_sentences)}}],
+                }
             ]
         },
         "parameters": {"format": "wav", "sample_rate": "16000"},
@@ -160,7 +172,10 @@ def test_input_audio_sse_cumulative_text(server: RunningServer, two_sentences: P
         assert later.startswith(earlier), "output.text is cumulative"
     assert wer(f"{GOFORWARD} {SOMETHING}", texts[-1]) <= 0.25
     assert events[-1][1]["output"]["finished"] is True
-    assert events[-1][1]["usage"]["duration"] == 8
+    assert events[0][1]["output"]["finished"] is False
+    first, last = events[0][1]["output"]["sentence"], events[-1][1]["output"]["sentence"]
+    assert first["end_time"] <= 3000 and last["begin_time"] >= 77000, "times count from the start of the audio"
+    assert events[-1][1]["usage"]["duration"] == 81
     assert all(data["request_id"] == events[0][1]["request_id"] for _, data in events)
 
 

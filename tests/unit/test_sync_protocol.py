@@ -23,7 +23,15 @@ from voxgate.api.audio_source import (
 )
 from voxgate.api.dashscope import generation
 from voxgate.api.dashscope.uploads import UploadDenied, check_policy, key_path, make_policy, resolve_oss
-from voxgate.api.sync_recognition import ClipResult, SyncGate, parse_language, parse_sample_rate
+from voxgate.api.sync_recognition import (
+    ClipResult,
+    StreamStep,
+    SyncGate,
+    block_bounds,
+    parse_language,
+    parse_sample_rate,
+    stream_steps,
+)
 from voxgate.audio.decode import decode_channel
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
@@ -139,6 +147,65 @@ def test_streamed_pieces_incremental_and_cumulative() -> None:
     assert chinese.token_estimate() == 6 and english.token_estimate() == 4
 
 
+class FakeClipRecognizer:
+    """A fake engine for protocol tests: returns scripted sentences per block, keyed by block offset."""
+
+    def __init__(self, script: dict[int, list[str]]) -> None:
+        self.script = script
+        self.calls: list[tuple[int, int, str | None]] = []
+
+    def transcribe_clip(
+        self, audio: np.ndarray, options: RecognitionOptions, profile: object, *, offset_ms: int, language: str | None
+    ) -> tuple[list[Sentence], str | None]:
+        self.calls.append((offset_ms, audio.shape[0], language))
+        texts = self.script.get(len(self.calls) - 1, [])
+        sentences = [Sentence(offset_ms + i * 100, offset_ms + i * 100 + 50, t) for i, t in enumerate(texts)]
+        return sentences, "en" if texts else None
+
+
+def _fake_services(script: dict[int, list[str]]) -> Any:
+    return SimpleNamespace(settings=Settings(), recognizer=FakeClipRecognizer(script), extras={})
+
+
+def _steps(services: Any, seconds: float, incremental: bool) -> list[StreamStep]:
+    audio = np.zeros(int(seconds * 16000), dtype=np.float32)
+
+    async def collect() -> list[StreamStep]:
+        return [
+            step
+            async for step in stream_steps(services, audio, RecognitionOptions(), None, incremental=incremental)  # type: ignore[arg-type]
+        ]
+
+    return asyncio.run(collect())
+
+
+def test_long_audio_is_cut_into_blocks_at_the_quietest_point() -> None:
+    assert block_bounds(np.zeros(16000 * 70, dtype=np.float32)) == [(0, 16000 * 70)]
+    loud = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 150).astype(np.float32)
+    loud[16000 * 55 : 16000 * 56] = 0.0  # a quiet second inside the first search window
+    bounds = block_bounds(loud)
+    assert bounds[0] == (0, 16000 * 55 + 800) or 16000 * 55 <= bounds[0][1] <= 16000 * 56
+    assert [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]] and bounds[-1][1] == loud.shape[0]
+    assert all(end - start <= 16000 * 70 for start, end in bounds[:-1])
+
+
+def test_stream_steps_send_sentences_block_by_block() -> None:
+    services = _fake_services({0: ["Go forward."], 1: ["Stop now.", "Turn left."]})
+    steps = _steps(services, 110, incremental=True)  # two blocks
+    assert [s.piece for s in steps] == ["Go forward.", " Stop now.", " Turn left."]
+    assert [s.final for s in steps] == [False, False, True]
+    assert steps[-1].result.text == "Go forward. Stop now. Turn left."
+    calls = services.recognizer.calls
+    assert len(calls) == 2 and calls[0][2] is None and calls[1][2] == "en", "language kept after the first block"
+    assert calls[1][0] == round(calls[0][1] / 16), "offsets in audio time"
+    # three blocks, the last without speech: a closing step carries the final flag
+    cumulative = _steps(_fake_services({0: ["Go forward."], 1: ["Stop now."]}), 150, incremental=False)
+    assert [s.piece for s in cumulative][:2] == ["Go forward.", "Go forward. Stop now."]
+    assert cumulative[-1].final and cumulative[-1].index is None and cumulative[-1].piece == "Go forward. Stop now."
+    silent = _steps(_fake_services({}), 5, incremental=True)
+    assert [(s.piece, s.final, s.index) for s in silent] == [("", True, None)]
+
+
 def test_generation_events_follow_the_dialect() -> None:
     catalog = Catalog()
     result = _result(["Go forward.", "Stop now."], "en")
@@ -148,16 +215,17 @@ def test_generation_events_follow_the_dialect() -> None:
             catalog.resolve(model), "data:", "audio", RecognitionOptions(), None, None, incremental
         )
 
-    events = generation.render_events(call("qwen3-asr-flash", True), result, "rid")
+    first, last = StreamStep(result, 0, "Go forward.", False), StreamStep(result, 1, " Stop now.", True)
+    events = [generation.render_step(call("qwen3-asr-flash", True), step, "rid") for step in (first, last)]
     assert [e["output"]["choices"][0]["message"]["content"][0]["text"] for e in events] == [
         "Go forward.",
         " Stop now.",
     ]
     assert [e["output"]["choices"][0]["finish_reason"] for e in events] == ["null", "stop"]
     assert "annotations" in events[-1]["output"]["choices"][0]["message"]
-    events = generation.render_events(call("fun-asr-flash", True), result, "rid")
-    assert [e["output"]["text"] for e in events] == ["Go forward.", "Go forward. Stop now."]
-    assert [e["output"]["sentence"]["sentence_id"] for e in events] == [1, 2]
+    assert "annotations" not in events[0]["output"]["choices"][0]["message"]
+    text_event = generation.render_step(call("fun-asr-flash", False), last, "rid")
+    assert text_event["output"]["sentence"]["sentence_id"] == 2 and text_event["output"]["finished"] is True
     framed = generation.sse_event(3, events[0])
     assert framed.startswith("id:3\nevent:result\ndata:{") and framed.endswith("}\n\n")
 

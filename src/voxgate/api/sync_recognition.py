@@ -31,6 +31,9 @@ from voxgate.services import Services
 RAW_PCM_FORMATS = frozenset({"pcm", "raw", "s16le"})
 SYNC_QUEUE_LIMIT = 16  # synchronous requests allowed to wait for the recognizer; more are refused
 _GATE_EXTRA = "sync_gate"
+SPLIT_ABOVE_S = 75.0  # longer audio is recognized (and streamed) in blocks
+BLOCK_S = 60.0
+SEARCH_S = 10.0
 _WHISPER_LANGUAGES = frozenset(_LANGUAGE_CODES)
 
 
@@ -251,12 +254,39 @@ async def load_samples(
         )
 
 
-def _recognize_samples(
-    services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
-) -> ClipResult:
-    duration_ms = round(audio.shape[0] * 1000 / SAMPLE_RATE)
-    sentences, language = services.recognizer.transcribe_clip(audio, options, profile)
-    return ClipResult(sentences=sentences, language=language or options.language, duration_ms=duration_ms)
+def block_bounds(audio: np.ndarray) -> list[tuple[int, int]]:
+    """Sample ranges recognized one after another: the whole clip, or for long audio ~60 s blocks cut
+    at the quietest 100 ms within 10 s of each boundary (so results can be sent while the rest runs)."""
+    total = int(audio.shape[0])
+    if total <= SPLIT_ABOVE_S * SAMPLE_RATE:
+        return [(0, total)]
+    frame = SAMPLE_RATE // 10
+    usable = total - total % frame
+    energy = np.sqrt(np.mean(np.square(audio[:usable].reshape(-1, frame), dtype=np.float64), axis=1))
+    bounds = []
+    start = 0
+    while total - start > (BLOCK_S + SEARCH_S) * SAMPLE_RATE:
+        lo = (start + int((BLOCK_S - SEARCH_S) * SAMPLE_RATE)) // frame
+        hi = (start + int((BLOCK_S + SEARCH_S) * SAMPLE_RATE)) // frame
+        cut = (lo + int(np.argmin(energy[lo:hi]))) * frame + frame // 2
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, total))
+    return bounds
+
+
+@dataclass(slots=True)
+class StreamStep:
+    """One streamed sentence: its piece of text (new part or text so far) and the result so far.
+
+    ``index`` is the sentence's position in ``result.sentences``; None for a closing step that adds no
+    sentence (the audio ended in silence or held no speech).
+    """
+
+    result: ClipResult
+    index: int | None
+    piece: str
+    final: bool
 
 
 class SyncGate:
@@ -273,8 +303,10 @@ class SyncGate:
             raise Throttling("too many synchronous recognition requests are waiting; retry shortly")
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.check()
+    async def slot(self, *, admit: bool = True) -> AsyncIterator[None]:
+        """Wait for a turn; ``admit=False`` for later blocks of a request already admitted."""
+        if admit:
+            self.check()
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -295,12 +327,63 @@ def sync_gate(services: Services) -> SyncGate:
     return gate
 
 
+async def recognize_progressively(
+    services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
+) -> AsyncIterator[tuple[ClipResult, bool]]:
+    """Recognize block by block in worker threads (never on the event loop), through the gate.
+
+    Yields ``(result so far, done)`` after each block; the language found in the first block with speech
+    is kept for the rest.
+    """
+    gate = sync_gate(services)
+    duration_ms = round(audio.shape[0] * 1000 / SAMPLE_RATE)
+    result = ClipResult(sentences=[], language=options.language, duration_ms=duration_ms)
+    bounds = block_bounds(audio)
+    for n, (start, end) in enumerate(bounds):
+        async with gate.slot(admit=n == 0):
+            sentences, language = await asyncio.to_thread(
+                services.recognizer.transcribe_clip,
+                audio[start:end],
+                options,
+                profile,
+                offset_ms=round(start * 1000 / SAMPLE_RATE),
+                language=result.language,
+            )
+        result.sentences.extend(sentences)
+        result.language = result.language or language
+        yield result, n == len(bounds) - 1
+
+
 async def recognize_samples(
     services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
 ) -> ClipResult:
-    """Recognize decoded samples in a worker thread (never on the event loop), through the gate."""
-    async with sync_gate(services).slot():
-        return await asyncio.to_thread(_recognize_samples, services, audio, options, profile)
+    """The complete recognition of decoded samples."""
+    final: ClipResult | None = None
+    async for partial, _done in recognize_progressively(services, audio, options, profile):
+        final = partial
+    assert final is not None  # there is always at least one block
+    return final
+
+
+async def stream_steps(
+    services: Services,
+    audio: np.ndarray,
+    options: RecognitionOptions,
+    profile: EngineProfile,
+    *,
+    incremental: bool,
+) -> AsyncIterator[StreamStep]:
+    """One step per recognized sentence, sent as soon as its block is done; the last step is final."""
+    emitted = 0
+    async for result, done in recognize_progressively(services, audio, options, profile):
+        spoken = [i for i, s in enumerate(result.sentences) if s.text.strip()]
+        pieces = result.pieces(incremental=incremental) if spoken else []
+        fresh = list(zip(spoken[emitted:], pieces[emitted:], strict=True))
+        for k, (index, piece) in enumerate(fresh):
+            yield StreamStep(result, index, piece, final=done and k == len(fresh) - 1)
+        emitted = len(spoken)
+        if done and not fresh:
+            yield StreamStep(result, None, "" if incremental or not spoken else result.text, final=True)
 
 
 async def recognize_reference(

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -27,16 +28,19 @@ from voxgate.api.auth import require_key
 from voxgate.api.errors import new_request_id, sse_error_event
 from voxgate.api.sync_recognition import (
     ClipResult,
+    StreamStep,
     as_object,
     instant_hotwords,
+    load_samples,
     parse_bool,
     parse_format,
     parse_language,
     parse_language_hints,
     parse_sample_rate,
     read_json_object,
-    recognize_reference,
+    recognize_samples,
     require_model,
+    stream_steps,
     text_of,
 )
 from voxgate.engine.catalog import EngineProfile
@@ -210,20 +214,13 @@ def render(call: GenerationCall, result: ClipResult, request_id: str) -> dict[st
     return {"request_id": request_id, "output": output, "usage": _usage(call, result)}
 
 
-def render_events(call: GenerationCall, result: ClipResult, request_id: str) -> list[dict[str, Any]]:
-    """The streamed answer: one event per sentence (incremental or cumulative text), the last one final."""
-    spoken = [i for i, s in enumerate(result.sentences) if s.text.strip()]
-    incremental = call.incremental and call.choices_style
-    pieces = result.pieces(incremental=incremental)
-    events = []
-    for n, piece in enumerate(pieces):
-        final = n == len(pieces) - 1
-        if call.choices_style:
-            output = choices_output(piece, result, final=final)
-        else:
-            output = text_output(piece, result, sentence_index=spoken[n] if spoken else None, final=final)
-        events.append({"output": output, "usage": _usage(call, result), "request_id": request_id})
-    return events
+def render_step(call: GenerationCall, step: StreamStep, request_id: str) -> dict[str, Any]:
+    """One streamed event: a sentence as its new piece (incremental) or the text so far."""
+    if call.choices_style:
+        output = choices_output(step.piece, step.result, final=step.final)
+    else:
+        output = text_output(step.piece, step.result, sentence_index=step.index, final=step.final)
+    return {"output": output, "usage": _usage(call, step.result), "request_id": request_id}
 
 
 def sse_event(event_id: int, payload: dict[str, Any]) -> str:
@@ -233,32 +230,33 @@ def sse_event(event_id: int, payload: dict[str, Any]) -> str:
 
 # -- routes ---------------------------------------------------------------------------------------
 async def _recognize(call: GenerationCall, services: Services) -> ClipResult:
-    return await recognize_reference(
-        services,
-        call.audio,
-        call.options,
-        call.profile,
-        param=call.audio_param,
-        audio_format=call.audio_format,
-        sample_rate=call.sample_rate,
+    return await recognize_samples(services, await _samples(call, services), call.options, call.profile)
+
+
+async def _samples(call: GenerationCall, services: Services) -> np.ndarray:
+    return await load_samples(
+        services, call.audio, param=call.audio_param, audio_format=call.audio_format, sample_rate=call.sample_rate
     )
 
 
 async def _stream(
     services: Services, request_id: str, call: GenerationCall | None, error: VoxgateError | None
 ) -> AsyncIterator[str]:
+    """SSE events: one per sentence as soon as its block is recognized, or a single ``event:error``."""
     if error is None and call is not None:
+        incremental = call.incremental and call.choices_style
+        count = 0
         try:
-            result = await _recognize(call, services)
+            audio = await _samples(call, services)
+            async for step in stream_steps(services, audio, call.options, call.profile, incremental=incremental):
+                count += 1
+                yield sse_event(count, render_step(call, step, request_id))
+            return
         except VoxgateError as exc:
             error = exc
         except Exception:
             logger.exception("streamed recognition failed")
             error = VoxgateError("internal error; the request was not completed")
-        else:
-            for n, payload in enumerate(render_events(call, result, request_id), start=1):
-                yield sse_event(n, payload)
-            return
     assert error is not None
     yield sse_error_event(error.code, error.message, request_id, status=error.status)
 

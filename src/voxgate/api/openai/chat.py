@@ -32,6 +32,7 @@ from voxgate.api.sync_recognition import (
     read_json_object,
     recognize_samples,
     require_model,
+    stream_steps,
     sync_gate,
     text_of,
 )
@@ -150,33 +151,30 @@ def render(call: ChatCall, result: ClipResult, completion_id: str, created: int)
     }
 
 
-def render_chunks(call: ChatCall, result: ClipResult, completion_id: str, created: int) -> list[dict[str, Any]]:
-    """Streamed answer: a role chunk, one content chunk per sentence, a stop chunk, optional usage chunk."""
+@dataclass(slots=True)
+class ChunkWriter:
+    """Builds the ``chat.completion.chunk`` payloads of one streamed answer."""
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    call: ChatCall
+    completion_id: str
+    created: int
+
+    def chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
         return {
-            "id": completion_id,
+            "id": self.completion_id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": call.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "created": self.created,
+            "model": self.call.model,
+            "choices": choices,
         }
 
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"content": piece}) for piece in result.pieces(incremental=True) if piece]
-    chunks.append(chunk({"annotations": _annotations(result)}, "stop"))
-    if call.include_usage:
-        chunks.append(
-            {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": call.model,
-                "choices": [],
-                "usage": _usage(result),
-            }
-        )
-    return chunks
+    def closing(self, result: ClipResult) -> list[dict[str, Any]]:
+        """The stop chunk (with the annotation) and, if asked for, the usage chunk."""
+        chunks = [self.chunk({"annotations": _annotations(result)}, "stop")]
+        if self.call.include_usage:
+            chunks.append(self.chunk(None) | {"usage": _usage(result)})
+        return chunks
 
 
 def _data(payload: Any) -> str:
@@ -186,8 +184,16 @@ def _data(payload: Any) -> str:
 async def _stream(
     call: ChatCall, services: Services, audio: np.ndarray, completion_id: str, created: int
 ) -> AsyncIterator[str]:
+    """A role chunk at once, a content chunk per sentence as its block is recognized, stop, usage, [DONE]."""
+    writer = ChunkWriter(call, completion_id, created)
+    yield _data(writer.chunk({"role": "assistant", "content": ""}))
     try:
-        result = await recognize_samples(services, audio, call.options, call.profile)
+        async for step in stream_steps(services, audio, call.options, call.profile, incremental=True):
+            if step.piece:
+                yield _data(writer.chunk({"content": step.piece}))
+            if step.final:
+                for payload in writer.closing(step.result):
+                    yield _data(payload)
     except VoxgateError as exc:
         yield _data(openai_error_body(exc.code, exc.message, exc.param))
         return
@@ -195,8 +201,6 @@ async def _stream(
         logger.exception("streamed recognition failed")
         yield _data(openai_error_body("InternalError", "internal error; the request was not completed"))
         return
-    for payload in render_chunks(call, result, completion_id, created):
-        yield _data(payload)
     yield "data: [DONE]\n\n"
 
 

@@ -31,6 +31,7 @@ from voxgate.api.sync_recognition import (
     parse_bool,
     parse_language,
     recognize_samples,
+    stream_steps,
     sync_gate,
 )
 from voxgate.engine.catalog import EngineProfile
@@ -141,19 +142,18 @@ def _data(payload: dict[str, Any]) -> str:
 async def _stream(
     services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
 ) -> AsyncIterator[str]:
+    """``transcript.text.delta`` per sentence as its block is recognized, then ``transcript.text.done``."""
     try:
-        result = await recognize_samples(services, audio, options, profile)
+        async for step in stream_steps(services, audio, options, profile, incremental=True):
+            if step.piece:
+                yield _data({"type": "transcript.text.delta", "delta": step.piece})
+            if step.final:
+                yield _data({"type": "transcript.text.done", "text": step.result.text})
     except VoxgateError as exc:
         yield _data(openai_error_body(exc.code, exc.message, exc.param))
-        return
     except Exception:
         logger.exception("streamed transcription failed")
         yield _data(openai_error_body("InternalError", "internal error; the request was not completed"))
-        return
-    for piece in result.pieces(incremental=True):
-        if piece:
-            yield _data({"type": "transcript.text.delta", "delta": piece})
-    yield _data({"type": "transcript.text.done", "text": result.text})
 
 
 # -- routes ---------------------------------------------------------------------------------------
