@@ -1,0 +1,280 @@
+"""Diarization, multi-channel files and post-processing switches end to end: real server, real engine,
+the official dashscope SDK (file transcription, vocabularies, MultiModalConversation)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dashscope
+import httpx
+import numpy as np
+import pytest
+from dashscope import MultiModalConversation
+from dashscope.audio.asr import Transcription, VocabularyService
+
+from tests.conftest import API_KEY, RunningServer, audio_file, synth, wer
+
+SR = 16_000
+GOFORWARD = "go forward ten meters"
+SOMETHING = "go somewhere and do something"
+
+
+@dataclass
+class Mix:
+    """A mono file built from turns of known speakers; ``turns`` as (begin_ms, end_ms, speaker)."""
+
+    path: Path
+    turns: list[tuple[int, int, int]]
+    texts: list[str]
+
+
+def read(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as handle:
+        assert handle.getframerate() == SR and handle.getnchannels() == 1
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
+
+
+def write(path: Path, samples: np.ndarray, channels: int = 1) -> Path:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(channels)
+        handle.setsampwidth(2)
+        handle.setframerate(SR)
+        handle.writeframes(samples.astype(np.int16).tobytes())
+    return path
+
+
+def build_mix(path: Path, parts: list[tuple[int, np.ndarray, str]], gap_s: float = 0.6) -> Mix:
+    pieces: list[np.ndarray] = []
+    turns: list[tuple[int, int, int]] = []
+    position = 0
+    for speaker, samples, _text in parts:
+        turns.append((position * 1000 // SR, (position + samples.size) * 1000 // SR, speaker))
+        pieces += [samples, np.zeros(int(gap_s * SR), dtype=np.int16)]
+        position += samples.size + int(gap_s * SR)
+    return Mix(write(path, np.concatenate(pieces)), turns, [text for _s, _a, text in parts])
+
+
+def speaker_confusion(result: dict[str, Any], turns: list[tuple[int, int, int]]) -> tuple[float, int]:
+    """Share of recognized word time given to the wrong speaker (best speaker mapping), speakers found."""
+    timed: list[tuple[int, int, int]] = []  # duration, true speaker, hypothesis speaker
+    for sentence in result["sentences"]:
+        for word in sentence["words"]:
+            middle = (word["begin_time"] + word["end_time"]) / 2
+            truth = min(
+                turns, key=lambda t: 0 if t[0] <= middle <= t[1] else min(abs(middle - t[0]), abs(middle - t[1]))
+            )
+            timed.append((max(1, word["end_time"] - word["begin_time"]), truth[2], sentence["speaker_id"]))
+    found = sorted({h for _d, _t, h in timed})
+    speakers = sorted({t[2] for t in turns})
+    total = sum(d for d, _t, _h in timed)
+    best = 0
+    for mapping in itertools.permutations(speakers + [-1] * max(0, len(found) - len(speakers)), len(found)):
+        match = dict(zip(found, mapping, strict=True))
+        best = max(best, sum(d for d, t, h in timed if match[h] == t))
+    return 1 - best / total, len(found)
+
+
+@pytest.fixture(scope="module")
+def sdk(server: RunningServer) -> Iterator[None]:
+    saved = dashscope.base_http_api_url, dashscope.api_key
+    dashscope.base_http_api_url = server.url + "/api/v1"
+    dashscope.api_key = API_KEY
+    yield
+    dashscope.base_http_api_url, dashscope.api_key = saved
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("diarization")
+
+
+@pytest.fixture(scope="module")
+def two_voices(folder: Path) -> Mix:
+    """A real reader (a CMU recording) and a synthetic female voice, alternating."""
+    female = [
+        "The meeting starts at nine in the morning.",
+        "I will bring the slides and the budget numbers.",
+    ]
+    parts = [
+        (0, read(audio_file("goforward.wav")), GOFORWARD),
+        (1, read(synth(female[0], folder / "f0.wav", voice="en+f4")), female[0]),
+        (0, read(audio_file("goforward.wav")), GOFORWARD),
+        (1, read(synth(female[1], folder / "f1.wav", voice="en+f4")), female[1]),
+    ]
+    return build_mix(folder / "two_voices.wav", parts)
+
+
+@pytest.fixture(scope="module")
+def three_voices(folder: Path) -> Mix:
+    lines = {
+        1: ["Please send the quarterly report to the finance team.", "We should meet again next week."],
+        2: ["It was raining all morning so the game moved indoors.", "The new project plan looks good to me."],
+    }
+    parts = [
+        (0, read(audio_file("goforward.wav")), GOFORWARD),
+        (1, read(synth(lines[1][0], folder / "a0.wav", voice="en+f4")), lines[1][0]),
+        (2, read(synth(lines[2][0], folder / "b0.wav", voice="en-us+m7")), lines[2][0]),
+        (1, read(synth(lines[1][1], folder / "a1.wav", voice="en+f4")), lines[1][1]),
+        (0, read(audio_file("goforward.wav")), GOFORWARD),
+        (2, read(synth(lines[2][1], folder / "b1.wav", voice="en-us+m7")), lines[2][1]),
+    ]
+    return build_mix(folder / "three_voices.wav", parts)
+
+
+def transcribe(urls: list[str], **parameters: Any) -> list[dict[str, Any]]:
+    """Run one file job through the legacy SDK; the downloaded result JSON per file."""
+    submitted = Transcription.async_call(model="fun-asr", file_urls=urls, **parameters)
+    assert submitted.status_code == 200, submitted.message
+    done = Transcription.wait(task=submitted.output.task_id)
+    assert done.output.task_status == "SUCCEEDED", done.output
+    results = []
+    for item in done.output["results"]:
+        assert item["subtask_status"] == "SUCCEEDED", item
+        response = httpx.get(item["transcription_url"], timeout=10)
+        assert response.status_code == 200
+        results.append(response.json())
+    return results
+
+
+# -- diarization ------------------------------------------------------------------------------------------
+def test_two_speakers_found_and_labelled(sdk: None, two_voices: Mix) -> None:
+    (result,) = transcribe([two_voices.path.as_uri()], diarization_enabled=True, language_hints=["en"])
+    transcript = result["transcripts"][0]
+    assert all("speaker_id" in s for s in transcript["sentences"])
+    confusion, found = speaker_confusion(transcript, two_voices.turns)
+    assert found == 2
+    assert confusion <= 0.05, confusion
+    assert wer(" ".join(two_voices.texts), transcript["text"]) <= 0.25
+    assert transcript["sentences"][0]["speaker_id"] == 0  # ids in order of first appearance
+
+
+def test_three_speakers_with_and_without_a_count(sdk: None, three_voices: Mix) -> None:
+    url = three_voices.path.as_uri()
+    for parameters in ({"speaker_count": 3}, {}):
+        (result,) = transcribe([url], diarization_enabled=True, language_hints=["en"], **parameters)
+        confusion, found = speaker_confusion(result["transcripts"][0], three_voices.turns)
+        assert found == 3, parameters
+        assert confusion <= 0.05, (parameters, confusion)
+
+
+def test_speaker_count_caps_the_estimate(sdk: None, three_voices: Mix) -> None:
+    (result,) = transcribe([three_voices.path.as_uri()], diarization_enabled=True, speaker_count=2)
+    assert {s["speaker_id"] for s in result["transcripts"][0]["sentences"]} == {0, 1}
+
+
+def test_without_diarization_there_is_no_speaker_id(sdk: None, two_voices: Mix) -> None:
+    (result,) = transcribe([two_voices.path.as_uri()], language_hints=["en"])
+    assert all("speaker_id" not in s for s in result["transcripts"][0]["sentences"])
+
+
+# -- multi-channel ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stereo(folder: Path) -> Path:
+    """Left: goforward.wav, right: something.wav (different speech per channel)."""
+    left, right = read(audio_file("goforward.wav")), read(audio_file("something.wav"))
+    length = max(left.size, right.size)
+    frames = np.zeros((length, 2), dtype=np.int16)
+    frames[: left.size, 0] = left
+    frames[: right.size, 1] = right
+    return write(folder / "stereo.wav", frames.reshape(-1), channels=2)
+
+
+def test_stereo_channels_get_their_own_transcripts(sdk: None, stereo: Path) -> None:
+    (result,) = transcribe([stereo.as_uri()], channel_id=[0, 1], diarization_enabled=True, language_hints=["en"])
+    assert result["properties"]["channels"] == [0, 1]
+    by_channel = {t["channel_id"]: t for t in result["transcripts"]}
+    assert sorted(by_channel) == [0, 1]
+    assert wer(GOFORWARD, by_channel[0]["text"]) <= 0.25
+    assert wer(SOMETHING, by_channel[1]["text"]) <= 0.25
+    for transcript in by_channel.values():
+        assert {s["speaker_id"] for s in transcript["sentences"]} == {0}
+    (right_only,) = transcribe([stereo.as_uri()], channel_id=[1], language_hints=["en"])
+    assert [t["channel_id"] for t in right_only["transcripts"]] == [1]
+    assert wer(SOMETHING, right_only["transcripts"][0]["text"]) <= 0.25
+
+
+def test_stereo_through_the_engine(recognizer: Any, stereo: Path) -> None:
+    from voxgate.engine.catalog import Catalog
+    from voxgate.engine.types import RecognitionOptions
+
+    options = RecognitionOptions(language="en", channels=[1, 0], diarization=True, speaker_count=2)
+    result = recognizer.transcribe_file(stereo, options, Catalog().resolve("fun-asr"))
+    assert result.info.channels == 2
+    assert [t.channel_id for t in result.transcripts] == [1, 0]
+    assert wer(SOMETHING, result.transcripts[0].text) <= 0.25
+    assert wer(GOFORWARD, result.transcripts[1].text) <= 0.25
+
+
+# -- post-processing through the public APIs --------------------------------------------------------------
+def test_sensitive_words_masked_in_file_results(sdk: None) -> None:
+    word_filter = json.dumps({"filter_with_signed": {"word_list": ["forward"]}})
+    (result,) = transcribe([audio_file("goforward.wav").as_uri()], special_word_filter=word_filter)
+    text = result["transcripts"][0]["text"]
+    assert "*******" in text and "forward" not in text.lower()
+    masked = [w for s in result["transcripts"][0]["sentences"] for w in s["words"] if "*" in w["text"]]
+    assert masked and masked[0]["text"].strip() == "*******" and masked[0]["end_time"] > masked[0]["begin_time"]
+
+
+def _zh_filler(folder: Path) -> Path:
+    """嗯, then a short Mandarin phrase (espeak's pinyin voice)."""
+    return synth("en4 , wo3 jue2 de5 ke3 yi3", folder / "zh_filler.wav", voice="cmn-latn-pinyin")
+
+
+def test_chinese_filler_removed_only_when_asked(sdk: None, folder: Path) -> None:
+    url = _zh_filler(folder).as_uri()
+    (plain,) = transcribe([url], language_hints=["zh"])
+    (cleaned,) = transcribe([url], language_hints=["zh"], disfluency_removal_enabled=True)
+    plain_text, cleaned_text = plain["transcripts"][0]["text"], cleaned["transcripts"][0]["text"]
+    assert plain_text.startswith("嗯")
+    assert "嗯" not in cleaned_text and cleaned_text
+    first = cleaned["transcripts"][0]["sentences"][0]
+    assert first["begin_time"] == first["words"][0]["begin_time"] > 0
+
+
+def _user_audio(path: Path, context: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": [{"text": context}]},
+        {"role": "user", "content": [{"audio": f"file://{path}"}]},
+    ]
+
+
+def test_english_itn_switch_through_multimodal_conversation(sdk: None, folder: Path) -> None:
+    speech = synth("The order has one hundred and twenty three items and costs forty five dollars.", folder / "n.wav")
+    context = "Numbers are always spelled out in words: twenty three, forty five, one hundred and six."
+    texts = {}
+    for itn in (False, True):
+        response = MultiModalConversation.call(
+            model="qwen3-asr-flash",
+            messages=_user_audio(speech, context),
+            asr_options={"language": "en", "enable_itn": itn},
+        )
+        assert response.status_code == 200, response
+        texts[itn] = response.output.choices[0].message.content[0]["text"]
+    assert "123" in texts[True] and "$45" in texts[True], texts
+    assert "123" not in texts[False] and "hundred" in texts[False].lower(), texts
+
+
+def test_vocabulary_changes_a_rare_term(sdk: None, folder: Path) -> None:
+    speech = synth("Mister Okonkwo approved the budget.", folder / "okonkwo.wav")
+    (before,) = transcribe([speech.as_uri()], language_hints=["en"])
+    assert "okonkwo" not in before["transcripts"][0]["text"].lower()
+    service = VocabularyService()
+    vocabulary_id = service.create_vocabulary(
+        target_model="fun-asr", prefix="diar", vocabulary=[{"text": "Okonkwo", "weight": 4, "lang": "en"}]
+    )
+    try:
+        (after,) = transcribe([speech.as_uri()], language_hints=["en"], vocabulary_id=vocabulary_id)
+    finally:
+        service.delete_vocabulary(vocabulary_id)
+    transcript = after["transcripts"][0]
+    assert "Okonkwo" in transcript["text"]
+    assert wer("mister okonkwo approved the budget", transcript["text"].replace("Mr.", "mister")) <= 0.2
+    sentence = next(s for s in transcript["sentences"] if "Okonkwo" in s["text"])
+    term = next(w for w in sentence["words"] if "Okonkwo" in w["text"])
+    assert sentence["begin_time"] <= term["begin_time"] < term["end_time"] <= sentence["end_time"]
