@@ -109,7 +109,7 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidParameter("the request body is empty; a JSON object is required")
     try:
-        body = json.loads(raw)
+        body = await asyncio.to_thread(json.loads, raw) if len(raw) > 256 * 1024 else json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidParameter(f"the request body is not valid JSON ({exc})") from exc
     if not isinstance(body, dict):
