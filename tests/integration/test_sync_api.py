@@ -15,6 +15,7 @@ import dashscope
 import httpx
 import pytest
 from dashscope import MultiModalConversation
+from dashscope.audio.asr import VocabularyService
 
 from tests.conftest import API_KEY, RunningServer, audio_file, wer
 
@@ -179,7 +180,10 @@ def test_input_audio_sse_cumulative_text(server: RunningServer, long_two_sentenc
     assert all(data["request_id"] == events[0][1]["request_id"] for _, data in events)
 
 
-def test_input_audio_raw_pcm_plain(server: RunningServer) -> None:
+def test_input_audio_raw_pcm_plain_with_vocabulary(server: RunningServer, sdk: None) -> None:
+    vocabulary_id = VocabularyService().create_vocabulary(
+        target_model="fun-asr-flash", prefix="sync", vocabulary=[{"text": "meters", "weight": 4}]
+    )
     with wave.open(str(audio_file("goforward.wav"))) as src:
         pcm = src.readframes(src.getnframes())
     body = {
@@ -198,7 +202,12 @@ def test_input_audio_raw_pcm_plain(server: RunningServer) -> None:
                 },
             ]
         },
-        "parameters": {"format": "pcm", "sample_rate": 16000, "language_hints": ["en"]},
+        "parameters": {
+            "format": "pcm",
+            "sample_rate": 16000,
+            "language_hints": ["en"],
+            "vocabulary_id": vocabulary_id,
+        },
     }
     response = httpx.post(server.url + GENERATION, json=body, headers=AUTH, timeout=120)
     assert response.status_code == 200, response.text

@@ -14,6 +14,7 @@ every error is then an ``event:error`` event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -67,6 +68,7 @@ class GenerationCall:
     audio_format: str | None
     sample_rate: int | None
     incremental: bool
+    vocabulary_id: str | None = None
 
     @property
     def choices_style(self) -> bool:
@@ -127,12 +129,10 @@ def parse_generation(body: dict[str, Any], services: Services) -> GenerationCall
         language = parse_language(params.get("language"), "parameters.language")
     itn_value = asr.get("enable_itn", params.get("enable_itn"))
     parse_bool(asr.get("enable_lid"), "parameters.asr_options.enable_lid", True)
-    hotwords = services.hotwords_for(_vocabulary_id(params))
-    hotwords += instant_hotwords(params.get("vocabulary"), "parameters.vocabulary")
     options = RecognitionOptions(
         language=language,
         language_hints=parse_language_hints(params.get("language_hints"), "parameters.language_hints"),
-        hotwords=hotwords,
+        hotwords=instant_hotwords(params.get("vocabulary"), "parameters.vocabulary"),
         context="\n".join(context) or None,
         itn=parse_bool(itn_value, "parameters.asr_options.enable_itn"),
     )
@@ -144,7 +144,17 @@ def parse_generation(body: dict[str, Any], services: Services) -> GenerationCall
         audio_format=parse_format(params.get("format"), "parameters.format"),
         sample_rate=parse_sample_rate(params.get("sample_rate"), "parameters.sample_rate"),
         incremental=parse_bool(params.get("incremental_output"), "parameters.incremental_output"),
+        vocabulary_id=_vocabulary_id(params),
     )
+
+
+async def prepare_generation(body: dict[str, Any], services: Services) -> GenerationCall:
+    """Parse the request and look up its vocabulary (a store query: run in a worker thread)."""
+    call = parse_generation(body, services)
+    if call.vocabulary_id:
+        stored = await asyncio.to_thread(services.hotwords_for, call.vocabulary_id)
+        call.options.hotwords = [*stored, *call.options.hotwords]
+    return call
 
 
 def _vocabulary_id(params: dict[str, Any]) -> str | None:
@@ -270,7 +280,7 @@ async def generation(request: Request) -> Response:
     error: VoxgateError | None = None
     try:
         body = await read_json_object(request, services.settings.max_request_bytes)
-        call = parse_generation(body, services)
+        call = await prepare_generation(body, services)
     except VoxgateError as exc:
         if not streaming:
             raise
