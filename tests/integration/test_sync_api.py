@@ -360,5 +360,7 @@ def test_upload_policy_is_enforced(server: RunningServer) -> None:
     assert not list(server.data_dir.rglob("escape.wav"))
     missing = _post(server, _body("oss://dashscope-instant/nothing/here.wav"))
     assert "does not exist" in _error(missing, 400, "InvalidParameter")
+    unsigned = httpx.post(policy["upload_host"], files={"file": ("a.wav", b"RIFF")})
+    assert unsigned.status_code == 403 and unsigned.json()["code"] == "AccessDenied"
     no_key = httpx.get(server.url + "/api/v1/uploads", params={"action": "getPolicy"})
     assert no_key.status_code == 401

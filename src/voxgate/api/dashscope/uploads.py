@@ -154,7 +154,10 @@ def check_policy(services: Services, form: MultipartForm) -> str:
     signature = form.get("Signature") or form.get("signature") or ""
     key = form.get("key") or ""
     if not policy or not signature:
-        raise UploadDenied("the upload form needs 'policy' and 'Signature' from GET /api/v1/uploads?action=getPolicy")
+        raise UploadDenied(
+            "the upload form needs the 'policy' and 'Signature' fields of GET /api/v1/uploads?action=getPolicy, "
+            "before the 'file' part"
+        )
     if not hmac.compare_digest(_sign(_secret(services), policy), signature):
         raise UploadDenied("the upload policy signature does not match")
     try:
