@@ -310,6 +310,8 @@ PARAGRAPHS = (
     "yellow line. The next stop is the central market, where you can change to the blue line for the airport.",
     "Fresh bread, green apples and a bottle of milk were on the kitchen table. My sister wanted to bake a "
     "cake for the party, so we walked to the shop on the corner to buy sugar, eggs and butter.",
+    "The old lighthouse on the hill was painted white last summer. At night its lamp turns slowly, and "
+    "fishing boats use the light to find the harbour when the fog rolls in from the sea.",
 )
 
 
