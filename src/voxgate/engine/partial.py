@@ -43,6 +43,7 @@ FINAL_TOKENS_PER_SECOND = 8.0
 FINAL_MIN_LOGPROB = -0.8
 FINAL_MAX_COMPRESSION = 2.2
 FINAL_MISSING_TAIL_S = 1.0  # the last word must end this close to where the VAD heard speech end
+FINAL_EXTRA_TAIL_S = 0.5  # ... and must not start this long after it (text invented in the padding)
 PREPEND = "\"'“¿([{-"
 APPEND = "\"'.。,，!！?？:：”)]}、"
 
@@ -60,6 +61,21 @@ class Hypothesis:
 
 def _norm(word: str) -> str:
     return word.strip().lower().strip(".,!?;:。，！？；：\"'")
+
+
+def repeated_phrase(words: list[str], size: int = 4) -> int | None:
+    """Index where a phrase of ``size`` words occurs for the second time (a decoder re-reading the audio
+    into the padding); None if no phrase repeats. Shorter texts are checked with smaller phrases."""
+    keys = [_norm(w) for w in words]
+    size = min(size, max(3, len(keys) // 3))
+    seen: dict[tuple[str, ...], int] = {}
+    for start in range(0, len(keys) - size + 1):
+        gram = tuple(keys[start : start + size])
+        first = seen.get(gram)
+        if first is not None and start >= first + size:
+            return start
+        seen.setdefault(gram, start)
+    return None
 
 
 class PartialDecoder:
@@ -137,6 +153,9 @@ class PartialDecoder:
         text = tokenizer.decode(ids).strip()
         words = text.split()
         cut = repeated_span([_norm(w) for w in words], min_repeats=2)
+        again = repeated_phrase(words)
+        if again is not None and (cut is None or again < cut):
+            cut = again
         looped = cut is not None
         if cut is not None:
             words = words[:cut]
@@ -192,12 +211,17 @@ class PartialDecoder:
         if result.no_speech_prob > NO_SPEECH and avg_logprob < LOW_LOGPROB:
             return [], language
         text = tokenizer.decode(ids)
-        if (
-            len(ids) >= cap
-            or avg_logprob < FINAL_MIN_LOGPROB
-            or get_compression_ratio(text) > FINAL_MAX_COMPRESSION
-            or repeated_span([_norm(w) for w in text.split()]) is not None
-        ):
+        split = text.split()
+        loop = [c for c in (repeated_span([_norm(w) for w in split]), repeated_phrase(split)) if c is not None]
+        if loop:
+            # The decoder re-read the audio into the padding: keep the text before the repeat; the checks
+            # below (words must reach the end of the speech) decide whether the rest is trustworthy.
+            split = split[: min(loop)]
+            ids = tokenizer.encode(" " + " ".join(split))
+            text = " ".join(split)
+        elif len(ids) >= cap:
+            return None
+        if not split or avg_logprob < FINAL_MIN_LOGPROB or get_compression_ratio(text) > FINAL_MAX_COMPRESSION:
             return None
         content_frames = audio.shape[0] // self.model.feature_extractor.hop_length
         alignment = self.model.find_alignment(tokenizer, [ids], encoded, content_frames)[0]
@@ -209,7 +233,9 @@ class PartialDecoder:
         ]
         if not words:
             return None
-        if speech_end_s is not None and words[-1][1] < speech_end_s - FINAL_MISSING_TAIL_S:
+        if speech_end_s is not None and (
+            words[-1][1] < speech_end_s - FINAL_MISSING_TAIL_S or words[-1][0] > speech_end_s + FINAL_EXTRA_TAIL_S
+        ):
             return None
         return words, language
 
