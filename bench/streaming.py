@@ -17,6 +17,7 @@ same audio. Writes bench/results/streaming.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -203,7 +204,7 @@ def analyse(session: Session, spans: list[dict[str, Any]]) -> dict[str, Any]:
         if shown:
             first_partials.append(shown[0][0] - session.sent_at(span["begin"]))
             times = [t for t, _ in shown]
-            intervals += [b - a for a, b in zip(times, times[1:], strict=False)]
+            intervals += [b - a for a, b in itertools.pairwise(times)]
     sent_spans = [s for s in spans if session.sent_at(s["end"]) < session.events[-1][0]] if session.events else []
     reference = " ".join(s["text"] for s in sent_spans)
     hypothesis = " ".join(" ".join(h) for h in hyp_by_span[: len(sent_spans)])

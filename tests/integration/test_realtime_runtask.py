@@ -29,8 +29,13 @@ SOMETHING = "go somewhere and do something"
 
 def wer(reference: str, hypothesis: str) -> float:
     clean = jiwer.Compose(
-        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
-         jiwer.ReduceToListOfListOfWords()]
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
     )
     hyp = hypothesis.replace("10", "ten")
     return float(jiwer.wer(reference, hyp, reference_transform=clean, hypothesis_transform=clean))
@@ -55,20 +60,26 @@ def run_task_message(task_id: str, model: str = "fun-asr-realtime", **parameters
     return json.dumps(
         {
             "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
-            "payload": {"task_group": "audio", "task": "asr", "function": "recognition", "model": model,
-                        "parameters": params, "input": {}},
+            "payload": {
+                "task_group": "audio",
+                "task": "asr",
+                "function": "recognition",
+                "model": model,
+                "parameters": params,
+                "input": {},
+            },
         }
     )
 
 
 def finish_message(task_id: str) -> str:
-    return json.dumps({"header": {"action": "finish-task", "task_id": task_id, "streaming": "duplex"},
-                       "payload": {"input": {}}})
+    return json.dumps(
+        {"header": {"action": "finish-task", "task_id": task_id, "streaming": "duplex"}, "payload": {"input": {}}}
+    )
 
 
 def connect(server: RunningServer, key: str = API_KEY, timeout: float = 60) -> websocket.WebSocket:
-    return websocket.create_connection(inference_url(server), header=[f"Authorization: Bearer {key}"],
-                                       timeout=timeout)
+    return websocket.create_connection(inference_url(server), header=[f"Authorization: Bearer {key}"], timeout=timeout)
 
 
 def events_until(ws: websocket.WebSocket, *names: str) -> list[dict[str, Any]]:
@@ -93,8 +104,9 @@ def expect_failed(ws: websocket.WebSocket, words: str) -> dict[str, Any]:
     return header
 
 
-def run_task(ws: websocket.WebSocket, task_id: str, pcm: bytes, *, pace: float = 0.0, chunk: int = 3200,
-             **parameters: Any) -> list[dict[str, Any]]:
+def run_task(
+    ws: websocket.WebSocket, task_id: str, pcm: bytes, *, pace: float = 0.0, chunk: int = 3200, **parameters: Any
+) -> list[dict[str, Any]]:
     ws.send(run_task_message(task_id, **parameters))
     started = json.loads(ws.recv())
     assert started["header"]["event"] == "task-started", started
@@ -133,8 +145,15 @@ def test_legacy_recognition_streaming_with_callbacks(server: RunningServer) -> N
         def on_error(self, result: RecognitionResult) -> None:
             seen["error"].append(result.message)
 
-    recognition = Recognition(model="fun-asr-realtime", format="pcm", sample_rate=16000, callback=Callback(),
-                              language_hints=["en"], max_sentence_silence=500, some_future_option=True)
+    recognition = Recognition(
+        model="fun-asr-realtime",
+        format="pcm",
+        sample_rate=16000,
+        callback=Callback(),
+        language_hints=["en"],
+        max_sentence_silence=500,
+        some_future_option=True,
+    )
     recognition.start()
     pcm = speech_pcm()
     for i in range(0, len(pcm), 3200):  # 100 ms frames at twice real time
@@ -170,11 +189,15 @@ def test_v2_recognize_file_and_recognize(server: RunningServer, monkeypatch: pyt
     from dashscope import Client
 
     with Client(api_key=API_KEY, base_url=server.url + "/api/v1") as client:
-        events = list(client.audio.asr.recognize_file(str(audio_file("something.wav")), model="fun-asr-realtime",
-                                                      format="wav"))
-        texts = [e["payload"]["output"]["sentence"]["text"] for e in events
-                 if e["header"].get("event") == "result-generated"
-                 and e["payload"]["output"]["sentence"]["end_time"] is not None]
+        events = list(
+            client.audio.asr.recognize_file(str(audio_file("something.wav")), model="fun-asr-realtime", format="wav")
+        )
+        texts = [
+            e["payload"]["output"]["sentence"]["text"]
+            for e in events
+            if e["header"].get("event") == "result-generated"
+            and e["payload"]["output"]["sentence"]["end_time"] is not None
+        ]
         assert texts and wer(SOMETHING, " ".join(texts)) <= 0.25
 
         with client.audio.asr.recognize(model="fun-asr-realtime", parameters={"language_hints": ["en"]}) as rec:
@@ -217,17 +240,33 @@ def test_v2_ws_connection_reuse_runs_tasks_in_sequence(server: RunningServer) ->
 
 def _sdk_env(server: RunningServer) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(DASHSCOPE_API_KEY=API_KEY, DASHSCOPE_BASE_URL=server.url + "/api/v1",
-               DASHSCOPE_WEBSOCKET_BASE_URL=inference_url(server))
+    env.update(
+        DASHSCOPE_API_KEY=API_KEY,
+        DASHSCOPE_BASE_URL=server.url + "/api/v1",
+        DASHSCOPE_WEBSOCKET_BASE_URL=inference_url(server),
+    )
     return env
 
 
 def test_sdk_example_asr_websocket_runs_as_shipped(server: RunningServer, tmp_path: Path) -> None:
     out = tmp_path / "transcript.txt"
     done = subprocess.run(
-        [sys.executable, "-m", "dashscope.examples.01_atomic_capabilities.audio.asr_websocket",
-         str(audio_file("something.wav")), "--model", "fun-asr-realtime", "--transcript", str(out), "--partials"],
-        env=_sdk_env(server), capture_output=True, text=True, timeout=90, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "dashscope.examples.01_atomic_capabilities.audio.asr_websocket",
+            str(audio_file("something.wav")),
+            "--model",
+            "fun-asr-realtime",
+            "--transcript",
+            str(out),
+            "--partials",
+        ],
+        env=_sdk_env(server),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert wer(SOMETHING, out.read_text()) <= 0.25, out.read_text()
@@ -236,9 +275,20 @@ def test_sdk_example_asr_websocket_runs_as_shipped(server: RunningServer, tmp_pa
 def test_sdk_example_connection_reuse_runs_as_shipped(server: RunningServer, tmp_path: Path) -> None:
     out = tmp_path / "reuse"
     done = subprocess.run(
-        [sys.executable, "-m", "dashscope.examples.01_atomic_capabilities.audio.connection_reuse", "asr",
-         str(audio_file("goforward.wav")), "--output-dir", str(out)],
-        env=_sdk_env(server), capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "dashscope.examples.01_atomic_capabilities.audio.connection_reuse",
+            "asr",
+            str(audio_file("goforward.wav")),
+            "--output-dir",
+            str(out),
+        ],
+        env=_sdk_env(server),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -250,20 +300,25 @@ def test_sdk_example_connection_reuse_runs_as_shipped(server: RunningServer, tmp
 # -- raw websocket-client: protocol details and bad input -------------------------------------------
 def test_raw_client_formats_reuse_and_trailing_slash(server: RunningServer, tmp_path: Path) -> None:
     mp3 = tmp_path / "something.mp3"
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(audio_file("something.wav")), str(mp3)],
-                   check=True)
-    ws = websocket.create_connection(inference_url(server) + "/", header=[f"Authorization: bearer {API_KEY}"],
-                                     timeout=60)
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(audio_file("something.wav")), str(mp3)], check=True)
+    ws = websocket.create_connection(
+        inference_url(server) + "/", header=[f"Authorization: bearer {API_KEY}"], timeout=60
+    )
     try:
         task_id = str(uuid.uuid4())
         events = run_task(ws, task_id, mp3.read_bytes(), chunk=2000, format="mp3", language_hints=["en"])
-        assert events[-1] == {"header": {"task_id": task_id, "event": "task-finished", "attributes": {}},
-                              "payload": {"output": {}}}
+        assert events[-1] == {
+            "header": {"task_id": task_id, "event": "task-finished", "attributes": {}},
+            "payload": {"output": {}},
+        }
         assert all(e["header"]["task_id"] == task_id for e in events)
         assert wer(SOMETHING, " ".join(s["text"] for s in finals(events))) <= 0.25
         # second task on the same connection: 8 kHz PCM resampled server-side
-        pcm8 = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(audio_file("goforward.wav")), "-ar", "8000",
-                               "-f", "s16le", "-"], check=True, capture_output=True).stdout
+        pcm8 = subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-i", str(audio_file("goforward.wav")), "-ar", "8000", "-f", "s16le", "-"],
+            check=True,
+            capture_output=True,
+        ).stdout
         events = run_task(ws, "second", pcm8 + bytes(8000), model="paraformer-realtime-8k-v2", sample_rate=8000)
         assert events[-1]["header"]["event"] == "task-finished"
         assert wer(GO, " ".join(s["text"] for s in finals(events))) <= 0.25

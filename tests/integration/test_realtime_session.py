@@ -120,21 +120,40 @@ def recv_until(ws: websocket.WebSocket, kind: str) -> list[dict[str, Any]]:
 def test_raw_websocket_session_8khz(server: RunningServer) -> None:
     pcm8 = subprocess.run(
         ["ffmpeg", "-loglevel", "error", "-i", str(audio_file("something.wav")), "-ar", "8000", "-f", "s16le", "-"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout + bytes(16000)
     ws = connect(server)
     try:
         created = json.loads(ws.recv())
         assert created["type"] == "session.created" and created["session"]["id"]
-        ws.send(json.dumps({"event_id": "event_1", "type": "session.update", "session": {
-            "modalities": ["text"], "input_audio_format": "pcm", "sample_rate": 8000,
-            "input_audio_transcription": {"language": "en", "corpus": {"text": "navigation commands"}},
-            "turn_detection": {"type": "server_vad", "threshold": 0.0, "silence_duration_ms": 400}}}))
+        ws.send(
+            json.dumps(
+                {
+                    "event_id": "event_1",
+                    "type": "session.update",
+                    "session": {
+                        "modalities": ["text"],
+                        "input_audio_format": "pcm",
+                        "sample_rate": 8000,
+                        "input_audio_transcription": {"language": "en", "corpus": {"text": "navigation commands"}},
+                        "turn_detection": {"type": "server_vad", "threshold": 0.0, "silence_duration_ms": 400},
+                    },
+                }
+            )
+        )
         updated = json.loads(ws.recv())
         assert updated["type"] == "session.updated" and updated["session"]["sample_rate"] == 8000
         for i in range(0, len(pcm8), 1600):
-            ws.send(json.dumps({"event_id": f"event_a{i}", "type": "input_audio_buffer.append",
-                                "audio": base64.b64encode(pcm8[i : i + 1600]).decode()}))
+            ws.send(
+                json.dumps(
+                    {
+                        "event_id": f"event_a{i}",
+                        "type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(pcm8[i : i + 1600]).decode(),
+                    }
+                )
+            )
         ws.send(json.dumps({"event_id": "event_f", "type": "session.finish"}))
         events = recv_until(ws, "session.finished")
         done = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
@@ -150,8 +169,10 @@ def test_raw_websocket_session_8khz(server: RunningServer) -> None:
         (json.dumps({"type": "input_audio_buffer.dance"}), "invalid_event_type"),
         (json.dumps({"type": "input_audio_buffer.commit"}), "invalid_request"),
         (json.dumps({"type": "input_audio_buffer.append", "audio": "***"}), "invalid_value"),
-        (json.dumps({"type": "session.update", "session": {"turn_detection": {"silence_duration_ms": 50}}}),
-         "invalid_value"),
+        (
+            json.dumps({"type": "session.update", "session": {"turn_detection": {"silence_duration_ms": 50}}}),
+            "invalid_value",
+        ),
         (json.dumps({"type": "session.update", "session": {"input_audio_format": "flac"}}), "invalid_value"),
         (b"\x00\x01binary", "invalid_event"),
     ],
@@ -173,7 +194,9 @@ def test_invalid_requests_get_error_events_and_the_session_goes_on(
         # still usable: recognize something and finish cleanly
         pcm = pcm_of("goforward.wav") + bytes(16000)
         for i in range(0, len(pcm), 6400):
-            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i : i + 6400]).decode()}))
+            ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i : i + 6400]).decode()})
+            )
         ws.send(json.dumps({"type": "session.finish"}))
         events = recv_until(ws, "session.finished")
         done = [e for e in events if e["type"].endswith("transcription.completed")]

@@ -1,0 +1,243 @@
+"""Stream state machine, scheduler and guards, with a FakeEngine standing in for Whisper (real Silero VAD)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from tests.conftest import audio_file
+from voxgate.engine.partial import Hypothesis, repeated_phrase
+from voxgate.engine.scheduler import Scheduler, default_capacity
+from voxgate.engine.stream import (
+    AudioRing,
+    Final,
+    Interim,
+    RecognitionStream,
+    SpeechStarted,
+    SpeechStopped,
+    StreamConfig,
+    StreamEvent,
+)
+from voxgate.engine.types import Sentence, Word
+from voxgate.errors import Throttling
+
+RATE = 16_000
+
+
+def speech(name: str) -> np.ndarray:
+    with wave.open(str(audio_file(name)), "rb") as handle:
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.float32) / 32768
+
+
+class FakeEngine:
+    """Pretends to recognize: partials grow one word per call (with a wobbling last word), finals report
+    the clip's span. Records every call."""
+
+    WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.partials: list[tuple[int, str]] = []
+        self.finals: list[tuple[int, int]] = []
+        self.calls = 0
+
+    def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis:
+        time.sleep(self.delay)
+        self.calls += 1
+        self.partials.append((audio.shape[0], prefix))
+        count = min(len(self.WORDS), 1 + audio.shape[0] // (RATE // 2))
+        words = self.WORDS[:count]
+        if self.calls % 2:
+            words = [*words[:-1], words[-1].upper() + "X"]  # an unstable last word
+        return Hypothesis(" ".join(words), "en")
+
+    def final(
+        self, audio: np.ndarray, offset_ms: int, language: str | None, speech_end_s: float | None = None
+    ) -> tuple[list[Sentence], str | None]:
+        time.sleep(self.delay)
+        self.finals.append((offset_ms, audio.shape[0]))
+        end = offset_ms + audio.shape[0] * 1000 // RATE
+        word = Word(offset_ms, end, "utterance", ".")
+        return [Sentence(offset_ms, end, "utterance.", [word], "en")], "en"
+
+
+async def run_stream(
+    audio: np.ndarray, config: StreamConfig, engine: FakeEngine | None = None, chunk: int = 1600, pace: float = 0.0
+) -> tuple[list[StreamEvent], FakeEngine]:
+    engine = engine or FakeEngine()
+    scheduler = Scheduler(capacity=4)
+    scheduler.start()
+    events: list[StreamEvent] = []
+
+    async def emit(event: StreamEvent) -> None:
+        events.append(event)
+
+    ticket = scheduler.admit(1)
+    stream = RecognitionStream(engine, scheduler, ticket.key, emit, config)
+    try:
+        for i in range(0, audio.shape[0], chunk):
+            await stream.push(audio[i : i + chunk])
+            await asyncio.sleep(pace)
+        await stream.finish()
+    finally:
+        stream.close()
+        scheduler.release(ticket)
+        await asyncio.to_thread(scheduler.stop)
+    return events, engine
+
+
+def two_utterances() -> np.ndarray:
+    silence = np.zeros(RATE, dtype=np.float32)
+    return np.concatenate([silence, speech("goforward.wav"), silence, speech("something.wav"), silence])
+
+
+async def test_vad_endpointing_emits_ordered_events_per_sentence() -> None:
+    events, engine = await run_stream(two_utterances(), StreamConfig(silence_ms=500), pace=0.002)
+    kinds = [type(e).__name__ for e in events if not isinstance(e, Interim)]
+    assert kinds == ["SpeechStarted", "SpeechStopped", "Final", "SpeechStarted", "SpeechStopped", "Final"]
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.utterance for f in finals] == [1, 2]
+    starts = [e.begin_ms for e in events if isinstance(e, SpeechStarted)]
+    stops = [e.end_ms for e in events if isinstance(e, SpeechStopped)]
+    assert 1000 <= starts[0] < stops[0] < starts[1] < stops[1]
+    assert finals[0].sentence is not None and finals[0].sentence.begin_time < stops[0]
+    assert len(engine.finals) >= 2
+
+
+async def test_interims_keep_their_stable_prefix() -> None:
+    events, _ = await run_stream(two_utterances(), StreamConfig(silence_ms=500), pace=0.01)
+    interims = [e for e in events if isinstance(e, Interim)]
+    assert interims, "no interim results"
+    by_utt: dict[int, list[Interim]] = {}
+    for event in interims:
+        by_utt.setdefault(event.utterance, []).append(event)
+        assert event.text.startswith(event.stable)
+        assert "X" not in event.stable  # the wobbling word is never confirmed while it wobbles
+    for group in by_utt.values():
+        stables = [e.stable.strip() for e in group]
+        assert all(b.startswith(a) for a, b in zip(stables, stables[1:], strict=False)), stables
+
+
+async def test_max_sentence_length_forces_a_final() -> None:
+    talk = np.concatenate([speech("goforward.wav"), speech("something.wav")] * 3)
+    events, _ = await run_stream(talk, StreamConfig(silence_ms=3000, max_sentence_ms=4000))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) >= 3
+    assert all(f.end_ms - f.begin_ms <= 4000 + 400 for f in finals)
+    # sentences tile the audio without gaps or overlaps between consecutive forced cuts
+    assert all(b.begin_ms >= a.end_ms - 400 for a, b in zip(finals, finals[1:], strict=False))
+
+
+async def test_manual_mode_only_commit_closes_a_sentence() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(capacity=2)
+    scheduler.start()
+    events: list[StreamEvent] = []
+
+    async def emit(event: StreamEvent) -> None:
+        events.append(event)
+
+    stream = RecognitionStream(engine, scheduler, 1, emit, StreamConfig(manual=True, silence_ms=200))
+    try:
+        await stream.push(two_utterances())
+        assert not [e for e in events if isinstance(e, (Final, SpeechStarted, SpeechStopped))]
+        assert await stream.commit()
+        await stream.finish()
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1 and finals[0].begin_ms == 0
+    assert not await stream.commit()  # nothing new since the last commit
+
+
+async def test_burst_input_is_backpressured_not_buffered_without_bound() -> None:
+    engine = FakeEngine(delay=0.05)
+    talk = np.concatenate([two_utterances()] * 4)
+    events, _ = await run_stream(talk, StreamConfig(silence_ms=300, max_pending_finals=2), engine, chunk=RATE * 4)
+    assert len([e for e in events if isinstance(e, Final)]) == 8
+
+
+def test_audio_ring_keeps_the_newest_samples() -> None:
+    ring = AudioRing(10)
+    ring.append(np.arange(7, dtype=np.float32))
+    ring.append(np.arange(7, 14, dtype=np.float32))
+    assert ring.start == 4 and ring.end == 14
+    assert ring.slice(0, 14).tolist() == list(range(4, 14))
+    assert ring.slice(8, 12).tolist() == [8, 9, 10, 11]
+    ring.append(np.arange(14, 40, dtype=np.float32))
+    assert ring.slice(30, 40).tolist() == list(range(30, 40))
+
+
+# -- scheduler ----------------------------------------------------------------------------------------
+async def test_scheduler_runs_finals_first_and_drops_stale_partials() -> None:
+    scheduler = Scheduler(capacity=4)
+    order: list[str] = []
+    gate = threading.Event()
+    scheduler.start()
+    try:
+        blocker = asyncio.ensure_future(scheduler.run_final(9, lambda: gate.wait(5)))
+        await asyncio.sleep(0.05)  # the worker is busy: everything below queues
+        old = asyncio.ensure_future(scheduler.run_partial(1, lambda: order.append("old partial")))
+        await asyncio.sleep(0)
+        new = asyncio.ensure_future(scheduler.run_partial(1, lambda: order.append("new partial") or "fresh"))
+        other = asyncio.ensure_future(scheduler.run_partial(2, lambda: order.append("other partial")))
+        final = asyncio.ensure_future(scheduler.run_final(1, lambda: order.append("final")))
+        stale = asyncio.ensure_future(scheduler.run_partial(3, lambda: order.append("stale"), wanted=lambda: False))
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await old is None  # replaced by the newer partial of the same stream
+        assert await new == "fresh"
+        await asyncio.gather(blocker, other, final)
+        assert await stale is None
+        assert order == ["final", "new partial", "other partial"]
+        assert scheduler.stats.partials_dropped >= 2
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+
+
+async def test_scheduler_is_fair_between_streams() -> None:
+    scheduler = Scheduler(capacity=4)
+    order: list[int] = []
+    gate = threading.Event()
+    scheduler.start()
+    try:
+        blocker = asyncio.ensure_future(scheduler.run_final(0, lambda: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.ensure_future(scheduler.run_final(1, lambda: order.append(1))) for _ in range(3)]
+        jobs += [asyncio.ensure_future(scheduler.run_final(2, lambda: order.append(2))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(blocker, *jobs)
+        assert order == [1, 2, 1, 2, 1, 2]
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+
+
+def test_admission_control_refuses_when_full_and_frees_on_release() -> None:
+    scheduler = Scheduler(capacity=4)
+    english = [scheduler.admit(1) for _ in range(2)]
+    base = scheduler.admit(2)
+    with pytest.raises(Throttling):
+        scheduler.admit(1)
+    scheduler.release(base)
+    scheduler.release(base)  # twice is harmless
+    assert scheduler.used_units == 2
+    scheduler.admit(2)
+    assert scheduler.stats.refused == 1
+    limited = Scheduler(capacity=100, max_sessions=1)
+    limited.admit(2)
+    with pytest.raises(Throttling):
+        limited.admit(1)
+    assert default_capacity(2) == 4 and english
+
+
+def test_repeated_phrase_finds_a_re_read_sentence() -> None:
+    words = ["Volunteers", "are", "needed", "to", "help", "with", "the", "reading", "program.", "Volunteers", "are", "needed", "to", "help"]
+    assert repeated_phrase(words) == 9
+    assert repeated_phrase(["the", "cat", "and", "the", "dog", "and", "the", "bird", "sat"]) is None
+    assert repeated_phrase(["go", "forward", "ten", "meters"]) is None
