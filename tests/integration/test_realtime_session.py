@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 import time
@@ -75,7 +76,7 @@ def test_legacy_sdk_vad_mode(server: RunningServer) -> None:
     interims = [e for e in recorder.of("conversation.item.input_audio_transcription.text") if e["item_id"] == item]
     assert interims, "no interim text"
     stable = [e["text"] for e in interims]
-    assert all(b.startswith(a) for a, b in zip(stable, stable[1:], strict=False)), stable  # never taken back
+    assert all(b.startswith(a) for a, b in itertools.pairwise(stable)), stable  # never taken back
 
 
 def test_legacy_sdk_manual_mode(server: RunningServer) -> None:

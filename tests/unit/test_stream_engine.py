@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import wave
@@ -38,7 +39,7 @@ class FakeEngine:
     """Pretends to recognize: partials grow one word per call (with a wobbling last word), finals report
     the clip's span. Records every call."""
 
-    WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
@@ -51,7 +52,7 @@ class FakeEngine:
         self.calls += 1
         self.partials.append((audio.shape[0], prefix))
         count = min(len(self.WORDS), 1 + audio.shape[0] // (RATE // 2))
-        words = self.WORDS[:count]
+        words = list(self.WORDS[:count])
         if self.calls % 2:
             words = [*words[:-1], words[-1].upper() + "X"]  # an unstable last word
         return Hypothesis(" ".join(words), "en")
@@ -120,7 +121,7 @@ async def test_interims_keep_their_stable_prefix() -> None:
         assert "X" not in event.stable  # the wobbling word is never confirmed while it wobbles
     for group in by_utt.values():
         stables = [e.stable.strip() for e in group]
-        assert all(b.startswith(a) for a, b in zip(stables, stables[1:], strict=False)), stables
+        assert all(b.startswith(a) for a, b in itertools.pairwise(stables)), stables
 
 
 async def test_max_sentence_length_forces_a_final() -> None:
@@ -130,7 +131,7 @@ async def test_max_sentence_length_forces_a_final() -> None:
     assert len(finals) >= 3
     assert all(f.end_ms - f.begin_ms <= 4000 + 400 for f in finals)
     # sentences tile the audio without gaps or overlaps between consecutive forced cuts
-    assert all(b.begin_ms >= a.end_ms - 400 for a, b in zip(finals, finals[1:], strict=False))
+    assert all(b.begin_ms >= a.end_ms - 400 for a, b in itertools.pairwise(finals))
 
 
 async def test_manual_mode_only_commit_closes_a_sentence() -> None:
@@ -237,7 +238,7 @@ def test_admission_control_refuses_when_full_and_frees_on_release() -> None:
 
 
 def test_repeated_phrase_finds_a_re_read_sentence() -> None:
-    words = ["Volunteers", "are", "needed", "to", "help", "with", "the", "reading", "program.", "Volunteers", "are", "needed", "to", "help"]
+    words = "Volunteers are needed to help with the reading program. Volunteers are needed to help".split()
     assert repeated_phrase(words) == 9
     assert repeated_phrase(["the", "cat", "and", "the", "dog", "and", "the", "bird", "sat"]) is None
     assert repeated_phrase(["go", "forward", "ten", "meters"]) is None
