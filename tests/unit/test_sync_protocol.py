@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -264,3 +265,29 @@ def test_sync_gate_bounds_running_and_waiting_requests() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["first", "second"]
+
+
+def test_sync_gate_holds_the_turn_until_the_thread_ends() -> None:
+    async def scenario() -> list[str]:
+        gate = SyncGate(concurrency=1, queue_limit=4)
+        started, finish = threading.Event(), threading.Event()
+        order: list[str] = []
+
+        def slow() -> str:
+            started.set()
+            finish.wait(5)
+            order.append("slow done")
+            return "slow"
+
+        caller = asyncio.create_task(gate.run(slow))
+        await asyncio.to_thread(started.wait, 5)
+        caller.cancel()  # the client went away; the thread still runs
+        await asyncio.sleep(0.05)
+        follower = asyncio.create_task(gate.run(lambda: order.append("next") or "next"))
+        await asyncio.sleep(0.05)
+        assert order == [], "the next call waits for the cancelled call's thread"
+        finish.set()
+        assert await follower == "next"
+        return order
+
+    assert asyncio.run(scenario()) == ["slow done", "next"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -28,6 +29,7 @@ from voxgate.engine.types import CJK_LANGUAGES, Hotword, RecognitionOptions, Sen
 from voxgate.errors import AudioError, InvalidParameter, Throttling
 from voxgate.services import Services
 
+T = TypeVar("T")
 RAW_PCM_FORMATS = frozenset({"pcm", "raw", "s16le"})
 SYNC_QUEUE_LIMIT = 16  # synchronous requests allowed to wait for the recognizer; more are refused
 _GATE_EXTRA = "sync_gate"
@@ -302,8 +304,7 @@ class SyncGate:
         if self._slots.locked() and self.waiting >= self._queue_limit:
             raise Throttling("too many synchronous recognition requests are waiting; retry shortly")
 
-    @asynccontextmanager
-    async def slot(self, *, admit: bool = True) -> AsyncIterator[None]:
+    async def acquire(self, *, admit: bool = True) -> None:
         """Wait for a turn; ``admit=False`` for later blocks of a request already admitted."""
         if admit:
             self.check()
@@ -312,10 +313,29 @@ class SyncGate:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
+
+    def release(self) -> None:
+        self._slots.release()
+
+    @asynccontextmanager
+    async def slot(self, *, admit: bool = True) -> AsyncIterator[None]:
+        await self.acquire(admit=admit)
         try:
             yield
         finally:
-            self._slots.release()
+            self.release()
+
+    async def run(self, fn: Callable[[], T], *, admit: bool = True) -> T:
+        """Run blocking ``fn`` in a worker thread during a turn. The turn ends when the thread does, even
+        if the caller is cancelled (a client gone mid-request), so the bound holds for real CPU work."""
+        await self.acquire(admit=admit)
+        try:
+            work = asyncio.ensure_future(asyncio.to_thread(fn))
+        except BaseException:
+            self.release()
+            raise
+        work.add_done_callback(lambda _done: self.release())
+        return await asyncio.shield(work)
 
 
 def sync_gate(services: Services) -> SyncGate:
@@ -340,15 +360,17 @@ async def recognize_progressively(
     result = ClipResult(sentences=[], language=options.language, duration_ms=duration_ms)
     bounds = block_bounds(audio)
     for n, (start, end) in enumerate(bounds):
-        async with gate.slot(admit=n == 0):
-            sentences, language = await asyncio.to_thread(
+        sentences, language = await gate.run(
+            partial(
                 services.recognizer.transcribe_clip,
                 audio[start:end],
                 options,
                 profile,
                 offset_ms=round(start * 1000 / SAMPLE_RATE),
                 language=result.language,
-            )
+            ),
+            admit=n == 0,
+        )
         result.sentences.extend(sentences)
         result.language = result.language or language
         yield result, n == len(bounds) - 1
@@ -359,8 +381,8 @@ async def recognize_samples(
 ) -> ClipResult:
     """The complete recognition of decoded samples."""
     final: ClipResult | None = None
-    async for partial, _done in recognize_progressively(services, audio, options, profile):
-        final = partial
+    async for so_far, _done in recognize_progressively(services, audio, options, profile):
+        final = so_far
     assert final is not None  # there is always at least one block
     return final
 
