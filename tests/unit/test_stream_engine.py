@@ -238,7 +238,8 @@ def test_admission_control_refuses_when_full_and_frees_on_release() -> None:
 
 
 def test_repeated_phrase_finds_a_re_read_sentence() -> None:
-    words = "Volunteers are needed to help with the reading program. Volunteers are needed to help".split()
+    sentence = "Volunteers are needed to help with the reading program."
+    words = f"{sentence} Volunteers are needed to help".split(" ")
     assert repeated_phrase(words) == 9
     assert repeated_phrase(["the", "cat", "and", "the", "dog", "and", "the", "bird", "sat"]) is None
     assert repeated_phrase(["go", "forward", "ten", "meters"]) is None
