@@ -271,9 +271,7 @@ def main() -> None:
     ]
     if long_runs:
         lines += ["", "| long file | peak RSS | x real time |", "|---|---|---|"]
-        lines += [
-            f"| {r['minutes']} min | {r['peak_rss_mb']:.0f} MB | {r['x_real_time']:.1f} |" for r in long_runs
-        ]
+        lines += [f"| {r['minutes']} min | {r['peak_rss_mb']:.0f} MB | {r['x_real_time']:.1f} |" for r in long_runs]
     update_doc("batch", "\n".join(lines))
     print("\n".join(lines))
 

@@ -55,9 +55,7 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(
-    data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
-) -> RunningServer:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
     """Start ``voxgate serve`` in a subprocess and wait for /health."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)

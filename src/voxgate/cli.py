@@ -19,9 +19,7 @@ from voxgate.config import Settings
 from voxgate.engine.types import FileResult, Hotword, RecognitionOptions
 from voxgate.errors import VoxgateError
 
-app = typer.Typer(
-    help="voxgate: self-hosted speech recognition with the DashScope APIs.", no_args_is_help=True
-)
+app = typer.Typer(help="voxgate: self-hosted speech recognition with the DashScope APIs.", no_args_is_help=True)
 err = Console(stderr=True)
 
 FORMATS = ("json", "srt", "vtt", "txt")
@@ -120,9 +118,7 @@ def transcribe(
         channels=channel_ids,
     )
     recognizer = Recognizer(
-        EngineConfig(
-            model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, batch_size=settings.batch_size
-        )
+        EngineConfig(model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, batch_size=settings.batch_size)
     )
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,7 @@ from voxgate.engine.guards import clean_segments, repeated_span
 def _segment(
     text_words: list[str], *, no_speech: float = 0.1, logprob: float = -0.3, compression: float = 1.2
 ) -> Segment:
-    words = [
-        Word(start=i * 0.3, end=i * 0.3 + 0.3, word=w, probability=0.9) for i, w in enumerate(text_words)
-    ]
+    words = [Word(start=i * 0.3, end=i * 0.3 + 0.3, word=w, probability=0.9) for i, w in enumerate(text_words)]
     return Segment(
         id=1,
         seek=0,

@@ -54,9 +54,7 @@ class RateLimiter:
             tokens = min(burst, tokens + (now - last) * rate)
             if tokens < 1.0:
                 self._buckets[(key, bucket)] = (tokens, now)
-                raise Throttling(
-                    f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later."
-                )
+                raise Throttling(f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later.")
             self._buckets[(key, bucket)] = (tokens - 1.0, now)
 
 

@@ -49,9 +49,7 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path.startswith("/compatible-mode/")
 
 
-def error_response(
-    request: Request, status: int, code: str, message: str, param: str | None = None
-) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
     """An error in the shape the path's protocol speaks."""
     if is_openai_path(request.url.path):
         return JSONResponse(openai_error_body(code, message, param), status_code=status)

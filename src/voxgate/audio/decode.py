@@ -155,9 +155,7 @@ def _declared_seconds(
     if container.format.name == "wav" and isinstance(source, (str, Path)):
         declared = _wav_data_bytes(Path(source))
         ctx = stream.codec_context
-        bytes_per_second = (
-            (ctx.sample_rate or 0) * (ctx.channels or 0) * (ctx.format.bytes if ctx.format else 0)
-        )
+        bytes_per_second = (ctx.sample_rate or 0) * (ctx.channels or 0) * (ctx.format.bytes if ctx.format else 0)
         if declared and bytes_per_second:
             return declared / bytes_per_second
     if stream.duration is not None and stream.time_base is not None:

@@ -29,9 +29,7 @@ class EngineProfile:
         return feature in self.features
 
 
-_FILE_FEATURES = frozenset(
-    {"diarization", "hotwords", "timestamps", "channels", "itn", "disfluency", "filter"}
-)
+_FILE_FEATURES = frozenset({"diarization", "hotwords", "timestamps", "channels", "itn", "disfluency", "filter"})
 _RT_FEATURES = frozenset({"hotwords", "timestamps", "itn", "disfluency", "diarization", "context"})
 _SYNC_FEATURES = frozenset({"hotwords", "context", "itn", "diarization"})
 
@@ -50,19 +48,11 @@ _BASE_PROFILES: tuple[EngineProfile, ...] = (
     EngineProfile("qwen-audio-3.0-asr-flash-filetrans", "qwen-audio", "file", features=_FILE_FEATURES),
     # real-time, run-task protocol
     EngineProfile("fun-asr-realtime", "fun-asr", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
-    EngineProfile(
-        "fun-asr-flash-8k-realtime", "fun-asr", "realtime", sample_rates=(8000,), features=_RT_FEATURES
-    ),
+    EngineProfile("fun-asr-flash-8k-realtime", "fun-asr", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
     EngineProfile("paraformer-realtime-v2", "paraformer", "realtime", features=_RT_FEATURES),
-    EngineProfile(
-        "paraformer-realtime-v1", "paraformer", "realtime", sample_rates=(16000,), features=_RT_FEATURES
-    ),
-    EngineProfile(
-        "paraformer-realtime-8k-v2", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES
-    ),
-    EngineProfile(
-        "paraformer-realtime-8k-v1", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES
-    ),
+    EngineProfile("paraformer-realtime-v1", "paraformer", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
+    EngineProfile("paraformer-realtime-8k-v2", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
+    EngineProfile("paraformer-realtime-8k-v1", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
     EngineProfile("qwen-audio-3.1-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
     EngineProfile("qwen-audio-3.0-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
     # real-time, session protocol

@@ -142,9 +142,7 @@ class JobExecutor:
         except VoxgateError as exc:
             for f in task.files:
                 if f.status not in TERMINAL:
-                    self.store.finish_file(
-                        task_id, f.position, status=FAILED, code=exc.code, message=exc.message
-                    )
+                    self.store.finish_file(task_id, f.position, status=FAILED, code=exc.code, message=exc.message)
             self._settle(task_id)
             return
         for f in task.files:
@@ -168,9 +166,7 @@ class JobExecutor:
             for f in task.files:
                 if f.status not in TERMINAL:
                     self.store.finish_file(task_id, f.position, status=CANCELED)
-            self.store.finish_task(
-                task_id, status=CANCELED, code="TaskCanceled", message="the task was canceled"
-            )
+            self.store.finish_task(task_id, status=CANCELED, code="TaskCanceled", message="the task was canceled")
             return
         failed = [f for f in task.files if f.status == FAILED]
         if any(f.status == SUCCEEDED for f in task.files):
@@ -183,9 +179,7 @@ class JobExecutor:
             message = f"all {len(task.files)} files failed; first: {message}"
         self.store.finish_task(task_id, status=FAILED, code=code, message=message)
 
-    def _run_file(
-        self, task: TaskView, position: int, url: str, profile: EngineProfile, params: JobParameters
-    ) -> None:
+    def _run_file(self, task: TaskView, position: int, url: str, profile: EngineProfile, params: JobParameters) -> None:
         store = self.store
         store.start_file(task.id, position)
         fetched = None

@@ -185,9 +185,7 @@ def _task_view(row: TaskRow) -> TaskView:
 
 
 def _vocabulary_view(row: VocabularyRow) -> VocabularyView:
-    return VocabularyView(
-        row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified
-    )
+    return VocabularyView(row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -251,8 +249,7 @@ class JobStore:
                 cancel_requested=0,
             )
             task.files = [
-                FileRow(position=i, file_url=url, status=PENDING, processed_ms=0)
-                for i, url in enumerate(file_urls)
+                FileRow(position=i, file_url=url, status=PENDING, processed_ms=0) for i, url in enumerate(file_urls)
             ]
             s.add(task)
 
@@ -334,18 +331,12 @@ class JobStore:
                 .values(status=RUNNING, processed_ms=0, code=None, message=None)
             )
 
-    def file_progress(
-        self, task_id: str, position: int, processed_ms: int, duration_ms: int | None = None
-    ) -> None:
+    def file_progress(self, task_id: str, position: int, processed_ms: int, duration_ms: int | None = None) -> None:
         values: dict[str, Any] = {"processed_ms": processed_ms}
         if duration_ms is not None:
             values["duration_ms"] = duration_ms
         with self._session() as s:
-            s.execute(
-                update(FileRow)
-                .where(FileRow.task_id == task_id, FileRow.position == position)
-                .values(**values)
-            )
+            s.execute(update(FileRow).where(FileRow.task_id == task_id, FileRow.position == position).values(**values))
 
     def finish_file(
         self,
@@ -366,19 +357,11 @@ class JobStore:
         with self._session() as s:
             if result is not None:
                 token, path, expires = result
-                s.add(
-                    ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires)
-                )
+                s.add(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
                 values["result_token"] = token
-            s.execute(
-                update(FileRow)
-                .where(FileRow.task_id == task_id, FileRow.position == position)
-                .values(**values)
-            )
+            s.execute(update(FileRow).where(FileRow.task_id == task_id, FileRow.position == position).values(**values))
 
-    def finish_task(
-        self, task_id: str, *, status: str, code: str | None = None, message: str | None = None
-    ) -> None:
+    def finish_task(self, task_id: str, *, status: str, code: str | None = None, message: str | None = None) -> None:
         with self._session() as s:
             s.execute(
                 update(TaskRow)
@@ -425,9 +408,7 @@ class JobStore:
             task_ids = {r.task_id for r in rows}
             s.execute(delete(ResultRow).where(ResultRow.expires <= now))
             if task_ids:
-                still_served = set(
-                    s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(task_ids))).all()
-                )
+                still_served = set(s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(task_ids))).all())
                 gone = [t for t in task_ids if t not in still_served]
                 if gone:
                     s.execute(delete(FileRow).where(FileRow.task_id.in_(gone)))
@@ -438,9 +419,7 @@ class JobStore:
         """Forget finished tasks without result files that ended before ``older_than``."""
         with self._session() as s:
             ids = list(
-                s.scalars(
-                    select(TaskRow.id).where(TaskRow.status.in_(TERMINAL), TaskRow.end_time < older_than)
-                ).all()
+                s.scalars(select(TaskRow.id).where(TaskRow.status.in_(TERMINAL), TaskRow.end_time < older_than)).all()
             )
             if not ids:
                 return 0

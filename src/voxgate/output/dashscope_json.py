@@ -34,17 +34,14 @@ def sentence_json(
     return out
 
 
-def transcript_json(
-    transcript: Transcript, *, words: bool = True, qwen_style: bool = False
-) -> dict[str, Any]:
+def transcript_json(transcript: Transcript, *, words: bool = True, qwen_style: bool = False) -> dict[str, Any]:
     base = 0 if qwen_style else 1
     out: dict[str, Any] = {"channel_id": transcript.channel_id}
     if not qwen_style:
         out["content_duration_in_milliseconds"] = transcript.speech_duration_ms
     out["text"] = transcript.text
     out["sentences"] = [
-        sentence_json(s, base + i, words=words, qwen_style=qwen_style)
-        for i, s in enumerate(transcript.sentences)
+        sentence_json(s, base + i, words=words, qwen_style=qwen_style) for i, s in enumerate(transcript.sentences)
     ]
     return out
 

@@ -21,9 +21,7 @@ def _label(sentence: Sentence) -> str:
 def to_srt(sentences: Sequence[Sentence]) -> str:
     blocks = []
     for index, s in enumerate(sentences, start=1):
-        blocks.append(
-            f"{index}\n{_clock(s.begin_time, ',')} --> {_clock(s.end_time, ',')}\n{_label(s)}{s.text}\n"
-        )
+        blocks.append(f"{index}\n{_clock(s.begin_time, ',')} --> {_clock(s.end_time, ',')}\n{_label(s)}{s.text}\n")
     return "\n".join(blocks)
 
 

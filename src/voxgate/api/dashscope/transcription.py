@@ -137,13 +137,9 @@ def file_urls_of(input_: dict[str, Any], family: str) -> list[str]:
     if "file_urls" in input_ and input_["file_urls"] is not None:
         urls = input_["file_urls"]
         if not isinstance(urls, list) or not urls:
-            raise InvalidParameter(
-                "input.file_urls must be a non-empty array of URLs", param="input.file_urls"
-            )
+            raise InvalidParameter("input.file_urls must be a non-empty array of URLs", param="input.file_urls")
         if len(urls) > MAX_FILE_URLS:
-            raise InvalidParameter(
-                f"input.file_urls holds at most {MAX_FILE_URLS} URLs", param="input.file_urls"
-            )
+            raise InvalidParameter(f"input.file_urls holds at most {MAX_FILE_URLS} URLs", param="input.file_urls")
         checked = [_check_url(u, f"input.file_urls[{i}]") for i, u in enumerate(urls)]
     elif "file_url" in input_ and input_["file_url"] is not None:
         checked = [_check_url(input_["file_url"], "input.file_url")]
@@ -226,9 +222,7 @@ def envelope(output: dict[str, Any], usage: dict[str, Any] | None = None) -> JSO
 
 # -- endpoints ------------------------------------------------------------------------------------
 @router.post("/api/v1/services/audio/asr/transcription")
-async def submit_transcription(
-    request: Request, api_key: str = Depends(require_key("submit"))
-) -> JSONResponse:
+async def submit_transcription(request: Request, api_key: str = Depends(require_key("submit"))) -> JSONResponse:
     """Create a file transcription task (answered at once with ``PENDING``)."""
     services = _services(request)
     body = await read_json_object(request, services.settings.max_request_bytes)
@@ -267,9 +261,7 @@ async def submit_transcription(
 
 
 @router.get("/api/v1/tasks/{task_id}")
-async def query_task(
-    task_id: str, request: Request, api_key: str = Depends(require_key("query"))
-) -> JSONResponse:
+async def query_task(task_id: str, request: Request, api_key: str = Depends(require_key("query"))) -> JSONResponse:
     """A task's status and, when done, its per-file results. Unknown ids answer ``UNKNOWN``."""
     services = _services(request)
     task = await asyncio.to_thread(_store(services).get_task, task_id)
@@ -305,9 +297,7 @@ async def list_tasks(request: Request, api_key: str = Depends(require_key("query
     page_size = _list_int(q.get("page_size"), "page_size", 10, 1, 100)
     status = q.get("status") or None
     if status is not None and status not in (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED):
-        raise InvalidParameter(
-            "status must be PENDING, RUNNING, SUCCEEDED, FAILED or CANCELED", param="status"
-        )
+        raise InvalidParameter("status must be PENDING, RUNNING, SUCCEEDED, FAILED or CANCELED", param="status")
     tasks, total = await asyncio.to_thread(
         _store(services).list_tasks,
         owner=owner_of(api_key),
@@ -338,9 +328,7 @@ async def list_tasks(request: Request, api_key: str = Depends(require_key("query
 
 
 @router.post("/api/v1/tasks/{task_id}/cancel")
-async def cancel_task(
-    task_id: str, request: Request, api_key: str = Depends(require_key("query"))
-) -> JSONResponse:
+async def cancel_task(task_id: str, request: Request, api_key: str = Depends(require_key("query"))) -> JSONResponse:
     """Cancel a PENDING task at once; a RUNNING one stops at its next checkpoint."""
     services = _services(request)
     store = _store(services)
@@ -361,6 +349,4 @@ async def download_result(name: str, request: Request) -> FileResponse:
     path = await asyncio.to_thread(_store(services).result_path, match.group(1)) if match else None
     if path is None or not await asyncio.to_thread(os.path.isfile, path):
         raise ResultNotFound("no such result (it may have expired)")
-    return FileResponse(
-        path, media_type="application/json", headers={"Cache-Control": "private, max-age=3600"}
-    )
+    return FileResponse(path, media_type="application/json", headers={"Cache-Control": "private, max-age=3600"})

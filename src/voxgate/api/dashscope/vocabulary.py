@@ -72,9 +72,7 @@ def validate_items(value: Any, field: str = "input.vocabulary") -> list[dict[str
         lang = item.get("lang")
         if lang is not None:
             if not isinstance(lang, str) or not _LANG.match(lang):
-                raise InvalidParameter(
-                    f"{where}.lang must be a language code such as 'en'", param=f"{where}.lang"
-                )
+                raise InvalidParameter(f"{where}.lang must be a language code such as 'en'", param=f"{where}.lang")
             clean["lang"] = lang
         items.append(clean)
     return items
@@ -132,9 +130,7 @@ async def customization(request: Request, api_key: str = Depends(require_key("qu
             ) from exc
         prefix = _string(input_, "prefix")
         if not _PREFIX.match(prefix):
-            raise InvalidParameter(
-                "input.prefix must be 1-10 lowercase letters or digits", param="input.prefix"
-            )
+            raise InvalidParameter("input.prefix must be 1-10 lowercase letters or digits", param="input.prefix")
         items = validate_items(input_.get("vocabulary"))
         vocabulary_id = f"vocab-{prefix}-{uuid.uuid4().hex}"
         await asyncio.to_thread(
