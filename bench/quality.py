@@ -1,0 +1,408 @@
+"""Quality benchmark: speaker diarization and vocabulary (hotword) recall, on the real engine.
+
+Diarization: mixes with known turns built from the CMU recordings in ../shared/audio and espeak-ng voices
+(0.6 s between turns). For each mix:
+
+* speaker confusion: share of reference speech (10 ms frames) given to the wrong speaker, best mapping;
+* DER: (missed speech + false-alarm speech + confusion) / reference speech, no collar, where reference
+  speech is each turn's audio at most 30 dB below its loudest 10 ms (gaps < 0.3 s filled) and the
+  system's speech is the time covered by its embedding windows (VAD speech);
+* word confusion: share of recognized words whose speaker is wrong, through ``Recognizer.transcribe_file``;
+* the speaker count found when none is given, and the confusion when the count is given;
+* the time the diarization takes as a fraction of the audio duration.
+
+Hotwords: 16 sentences each with one rare proper noun, read by espeak-ng, recognized without a vocabulary,
+with post-correction only (the vocabulary applied after decoding), and with the vocabulary (decoder prompt
+and post-correction, as the service does); recall = sentences whose transcript contains the term. False
+insertions: 16 sentences without any of the terms, recognized with the same vocabulary; any term appearing
+counts. WER of those sentences with and without the vocabulary shows what the prompt costs.
+
+Writes bench/results/quality.json.
+
+    .venv/bin/python bench/quality.py [diarization] [hotwords]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from voxgate.engine import diarize  # noqa: E402
+from voxgate.engine.catalog import Catalog  # noqa: E402
+from voxgate.engine.postprocess import correct_hotwords  # noqa: E402
+from voxgate.engine.recognizer import EngineConfig, Recognizer  # noqa: E402
+from voxgate.engine.sentences import sentence_text  # noqa: E402
+from voxgate.engine.types import Hotword, RecognitionOptions  # noqa: E402
+
+SR = 16_000
+AUDIO = ROOT.parent / "shared" / "audio"
+MODEL_DIR = Path.home() / ".cache" / "voxgate" / "models"
+RESULTS = ROOT / "bench" / "results" / "quality.json"
+
+SENTENCES = [
+    "please send the quarterly report to the finance team",
+    "we should meet again next week to discuss the plan",
+    "it was raining all morning so the game moved indoors",
+    "the new office has a great view of the harbor",
+]
+
+HOTWORD_SENTENCES = [
+    ("Kubernetes", "We moved the billing service to Kubernetes last spring."),
+    ("Szczepanski", "Please forward the contract to Szczepanski before noon."),
+    ("Quetzalcoatl", "The museum opened a new hall about Quetzalcoatl yesterday."),
+    ("Ouagadougou", "Our next flight goes through Ouagadougou on Monday."),
+    ("Nkechi", "Nkechi will present the quarterly results tomorrow."),
+    ("Grafana", "Open Grafana and check the latency dashboard."),
+    ("Voxgate", "The team deployed Voxgate on a small server."),
+    ("Tiziana", "Tiziana found a bug in the payment code."),
+    ("Llewellyn", "Llewellyn is our new head of research."),
+    ("Anandamide", "The study measured anandamide levels in the blood."),
+    ("Okonkwo", "Mister Okonkwo approved the budget."),
+    ("Brakebills", "She finally got her letter from Brakebills."),
+    ("Vandermolen", "Ask Vandermolen about the shipping schedule."),
+    ("Quillfeather", "The story was written by Quillfeather in one night."),
+    ("Kettleborough", "We drove through Kettleborough on the way home."),
+    ("Thorvaldsen", "Thorvaldsen repaired the old clock in the hall."),
+]
+
+UNRELATED = [
+    "The weather was cold and windy all day.",
+    "Please close the window before you leave.",
+    "Our train was twenty minutes late this morning.",
+    "He bought fresh bread and a bottle of milk.",
+    "The children played football in the park.",
+    "I will call you back after the meeting.",
+    "The library closes at six on weekdays.",
+    "She planted tomatoes and beans in the garden.",
+    "We need more chairs for the conference room.",
+    "The printer on the second floor is broken again.",
+    "Turn left at the bank and walk two blocks.",
+    "They painted the kitchen a bright yellow.",
+    "My phone battery died during the call.",
+    "The soup needs a little more salt.",
+    "Send me the photos from the trip.",
+    "The dog slept by the fire all evening.",
+]
+
+
+def read(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as handle:
+        data = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
+    return data.astype(np.float32) / 32768.0
+
+
+def synth(text: str, out: Path, voice: str = "en-us") -> np.ndarray:
+    if not out.exists():
+        raw = out.with_suffix(".raw.wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
+        subprocess.run(
+            ["ffmpeg", "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1", str(out)], check=True
+        )
+        raw.unlink()
+    return read(out)
+
+
+def write(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SR)
+        handle.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def build(parts: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    pieces, turns, position = [], [], 0
+    gap = np.zeros(int(0.6 * SR), dtype=np.float32)
+    for speaker, audio in parts:
+        turns.append((position, position + audio.size, speaker))
+        pieces += [audio, gap]
+        position += audio.size + gap.size
+    return np.concatenate(pieces), turns
+
+
+def mixes(work: Path) -> dict[str, tuple[np.ndarray, list[tuple[int, int, int]], str]]:
+    real = {name: read(AUDIO / f"{name}.wav") for name in ("goforward", "something", "numbers")}
+
+    def voice(name: str, i: int) -> np.ndarray:
+        return synth(SENTENCES[i], work / f"{name}-{i}.wav", voice=name)
+
+    return {
+        "3 real readers (goforward/something/numbers)": (
+            *build(
+                [
+                    (0, real["goforward"]),
+                    (1, real["something"]),
+                    (2, real["numbers"]),
+                    (1, real["something"]),
+                    (0, real["goforward"]),
+                    (2, real["numbers"]),
+                ]
+            ),
+            "CMU recordings; whether something.wav and numbers.wav are different people is not known "
+            "(same median F0, 107 Hz)",
+        ),
+        "real reader + synthetic female": (
+            *build([(0, real["goforward"]), (1, voice("en+f4", 0)), (0, real["goforward"]), (1, voice("en+f4", 1))]),
+            "the real reader's turns are the same recording twice",
+        ),
+        "2 synthetic voices (male/female)": (
+            *build(
+                [(0, voice("en-us", 0)), (1, voice("en-us+f3", 1)), (0, voice("en-us", 2)), (1, voice("en-us+f3", 3))]
+            ),
+            "",
+        ),
+        "2 synthetic male voices": (
+            *build(
+                [
+                    (0, voice("en-gb-scotland+m3", 0)),
+                    (1, voice("en-us+m7", 1)),
+                    (0, voice("en-gb-scotland+m3", 2)),
+                    (1, voice("en-us+m7", 3)),
+                ]
+            ),
+            "",
+        ),
+        "3 synthetic voices": (
+            *build(
+                [
+                    (0, voice("en-us", 0)),
+                    (1, voice("en+f4", 1)),
+                    (2, voice("en-us+m7", 2)),
+                    (0, voice("en-us", 3)),
+                    (1, voice("en+f4", 0)),
+                    (2, voice("en-us+m7", 1)),
+                ]
+            ),
+            "",
+        ),
+        "3 speakers: real reader + 2 synthetic": (
+            *build(
+                [
+                    (0, real["goforward"]),
+                    (1, voice("en+f4", 0)),
+                    (2, voice("en-us+m7", 2)),
+                    (1, voice("en+f4", 1)),
+                    (0, real["goforward"]),
+                    (2, voice("en-us+m7", 3)),
+                ]
+            ),
+            "",
+        ),
+        "1 synthetic voice (count check)": (*build([(0, voice("en-us", i)) for i in range(4)]), ""),
+        "4 similar synthetic voices": (
+            *build(
+                [
+                    (0, voice("en-us", 0)),
+                    (1, voice("en-gb", 1)),
+                    (2, voice("en-us+m7", 2)),
+                    (3, voice("en-gb-scotland+m3", 3)),
+                    (0, voice("en-us", 1)),
+                    (1, voice("en-gb", 2)),
+                    (2, voice("en-us+m7", 3)),
+                    (3, voice("en-gb-scotland+m3", 0)),
+                ]
+            ),
+            "outside the target (similar voices)",
+        ),
+    }
+
+
+def reference_speech(audio: np.ndarray, turns: list[tuple[int, int, int]]) -> np.ndarray:
+    """Speaker per 10 ms frame (-1: no speech): frames of a turn at most 30 dB below the turn's loudest
+    frame, with gaps shorter than 0.3 s filled (the recordings carry their own leading/trailing silence)."""
+    frames = audio.size // 160 + 1
+    ref = -np.ones(frames, dtype=np.int64)
+    for begin, end, speaker in turns:
+        first, last = begin // 160, end // 160
+        energy = np.array([np.sqrt(np.mean(audio[f * 160 : f * 160 + 160] ** 2) + 1e-12) for f in range(first, last)])
+        loud = np.flatnonzero(energy > energy.max() * 10 ** (-30 / 20))
+        if loud.size == 0:
+            continue
+        mask = np.zeros(last - first, dtype=bool)
+        mask[loud] = True
+        for a, b in itertools.pairwise(loud):
+            if b - a <= 30:
+                mask[a:b] = True
+        ref[first:last][mask] = speaker
+    return ref
+
+
+def frame_scores(
+    audio: np.ndarray, turns: list[tuple[int, int, int]], spans: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    ref = reference_speech(audio, turns)
+    frames = ref.size
+    hyp_speech = np.zeros(frames, dtype=bool)
+    for begin_ms, end_ms in spans.tolist():
+        hyp_speech[begin_ms // 10 : end_ms // 10] = True
+    hyp = -np.ones(frames, dtype=np.int64)
+    if labels.size:
+        timeline = diarize._timeline(spans, labels, frames * 10)
+        hyp = timeline[np.arange(frames) * 10 // diarize.TIMELINE_MS]
+    speech = ref >= 0
+    n_ref, n_hyp = int(ref.max()) + 1, int(hyp.max()) + 1
+    best = 0
+    for mapping in itertools.permutations(range(max(n_ref, n_hyp)), n_hyp):
+        best = max(best, sum(int(np.sum(speech & (ref == mapping[h]) & (hyp == h))) for h in range(n_hyp)))
+    confusion_all = 1 - best / speech.sum()  # every reference frame labelled by the timeline
+    covered = speech & hyp_speech
+    best_covered = 0
+    for mapping in itertools.permutations(range(max(n_ref, n_hyp)), n_hyp):
+        best_covered = max(
+            best_covered, sum(int(np.sum(covered & (ref == mapping[h]) & (hyp == h))) for h in range(n_hyp))
+        )
+    missed = int(np.sum(speech & ~hyp_speech))
+    false_alarm = int(np.sum(~speech & hyp_speech))
+    confused = int(covered.sum()) - best_covered
+    return {
+        "speaker_confusion": round(float(confusion_all), 4),
+        "der": round((missed + false_alarm + confused) / float(speech.sum()), 4),
+        "der_missed": round(missed / float(speech.sum()), 4),
+        "der_false_alarm": round(false_alarm / float(speech.sum()), 4),
+        "der_confusion": round(confused / float(speech.sum()), 4),
+    }
+
+
+def word_confusion(sentences: list[Any], turns: list[tuple[int, int, int]]) -> float:
+    pairs = []
+    for sentence in sentences:
+        for word in sentence.words:
+            middle = (word.begin_time + word.end_time) / 2 * SR / 1000
+            truth = min(turns, key=lambda t: max(0.0, t[0] - middle, middle - t[1]))[2]
+            pairs.append((truth, sentence.speaker_id))
+    found = sorted({h for _t, h in pairs})
+    speakers = sorted({t[2] for t in turns})
+    best = 0
+    for mapping in itertools.permutations(speakers + [-1] * len(found), len(found)):
+        match = dict(zip(found, mapping, strict=True))
+        best = max(best, sum(1 for t, h in pairs if match[h] == t))
+    return round(1 - best / max(1, len(pairs)), 4)
+
+
+def bench_diarization(recognizer: Recognizer, work: Path) -> list[dict[str, Any]]:
+    profile = Catalog().resolve("fun-asr")
+    rows = []
+    for name, (audio, turns, note) in mixes(work).items():
+        true_count = len({t[2] for t in turns})
+        started = time.perf_counter()
+        track = diarize.DiarizationTrack()
+        track.add(audio, 0)
+        spans, labels = track.speakers()
+        seconds = time.perf_counter() - started
+        known = diarize.DiarizationTrack(true_count)
+        known._spans, known._embeddings = track._spans, track._embeddings
+        known_spans, known_labels = known.speakers()
+        path = write(work / f"mix-{len(rows)}.wav", audio)
+        options = RecognitionOptions(language="en", diarization=True)
+        sentences = recognizer.transcribe_file(path, options, profile).transcripts[0].sentences
+        row = {
+            "mix": name,
+            "note": note,
+            "duration_s": round(audio.size / SR, 1),
+            "speakers": true_count,
+            "speakers_found": int(labels.max()) + 1 if labels.size else 0,
+            "estimated_count": frame_scores(audio, turns, spans, labels),
+            "known_count": frame_scores(audio, turns, known_spans, known_labels),
+            "word_confusion_estimated_count": word_confusion(sentences, turns),
+            "diarization_seconds_per_audio_second": round(seconds / (audio.size / SR), 4),
+        }
+        print(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _text(sentences: list[Any]) -> str:
+    return " ".join(s.text for s in sentences)
+
+
+def _norm(text: str) -> str:
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def bench_hotwords(recognizer: Recognizer, work: Path) -> dict[str, Any]:
+    profile = Catalog().resolve("fun-asr")
+    vocabulary = [Hotword(term, 4, "en") for term, _ in HOTWORD_SENTENCES]
+    plain = RecognitionOptions(language="en")
+    biased = RecognitionOptions(language="en", hotwords=vocabulary)
+    hits = {"without": 0, "post_correction_only": 0, "with_vocabulary": 0}
+    details = []
+    for i, (term, sentence) in enumerate(HOTWORD_SENTENCES):
+        audio = synth(sentence, work / f"hw-{i}.wav")
+        base, _ = recognizer.transcribe_clip(audio, plain, profile)
+        corrected = []
+        for s in base:
+            words = correct_hotwords([*s.words], vocabulary, "en")
+            corrected.append(sentence_text(words, "en"))
+        with_vocab, _ = recognizer.transcribe_clip(audio, biased, profile)
+        texts = {
+            "without": _text(base),
+            "post_correction_only": " ".join(corrected),
+            "with_vocabulary": _text(with_vocab),
+        }
+        for key, text in texts.items():
+            hits[key] += term.lower() in text.lower()
+        details.append({"term": term, **texts})
+        print(json.dumps(details[-1]))
+    insertions = 0
+    wer_plain, wer_biased, unrelated = [], [], []
+    for i, sentence in enumerate(UNRELATED):
+        audio = synth(sentence, work / f"un-{i}.wav")
+        base, _ = recognizer.transcribe_clip(audio, plain, profile)
+        with_vocab, _ = recognizer.transcribe_clip(audio, biased, profile)
+        found = [term for term, _ in HOTWORD_SENTENCES if term.lower() in _text(with_vocab).lower()]
+        insertions += bool(found)
+        wer_plain.append(jiwer.wer(_norm(sentence), _norm(_text(base))))
+        wer_biased.append(jiwer.wer(_norm(sentence), _norm(_text(with_vocab))))
+        unrelated.append({"reference": sentence, "with_vocabulary": _text(with_vocab), "inserted": found})
+    n = len(HOTWORD_SENTENCES)
+    return {
+        "terms": n,
+        "recall_without_vocabulary": round(hits["without"] / n, 4),
+        "recall_post_correction_only": round(hits["post_correction_only"] / n, 4),
+        "recall_with_vocabulary": round(hits["with_vocabulary"] / n, 4),
+        "unrelated_sentences": len(UNRELATED),
+        "false_insertions": insertions,
+        "unrelated_wer_without_vocabulary": round(float(np.mean(wer_plain)), 4),
+        "unrelated_wer_with_vocabulary": round(float(np.mean(wer_biased)), 4),
+        "details": details,
+        "unrelated": unrelated,
+    }
+
+
+def main() -> None:
+    parts = sys.argv[1:] or ["diarization", "hotwords"]  # a part not named keeps its previous results
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    recognizer = Recognizer(EngineConfig(model_dir=MODEL_DIR))
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        diarization = bench_diarization(recognizer, work) if "diarization" in parts else previous["diarization"]
+        hotwords = bench_hotwords(recognizer, work) if "hotwords" in parts else previous["hotwords"]
+    report = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "engine": "whisper-base int8 (fun-asr profile); speaker encoder: resemblyzer GE2E (ONNX)",
+        "diarization_threshold": diarize.DISTANCE_THRESHOLD,
+        "diarization": diarization,
+        "hotwords": hotwords,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
