@@ -111,3 +111,18 @@ def test_online_labeler_keeps_labels_stable(voices: dict[str, list[np.ndarray]])
     assert labeler.assign(np.zeros(1600, dtype=np.float32)) == 1  # too short: previous speaker
     sentence = labeler.label(Sentence(0, 100, "x"), voices["en-us"][0])
     assert sentence.speaker_id == 0
+
+
+def test_online_labeler_labels_each_sentence_of_a_clip(voices: dict[str, list[np.ndarray]]) -> None:
+    first, second = voices["en+f4"][1], voices["en-us"][1]
+    clip = np.concatenate([first, np.zeros(SR // 2, dtype=np.float32), second])
+    offset = 60_000
+    split = offset + (first.size + SR // 2) * 1000 // SR
+    sentences = [
+        Sentence(offset, offset + first.size * 1000 // SR, "a"),
+        Sentence(split, offset + clip.size * 1000 // SR, "b"),
+    ]
+    labeler = diarize.OnlineSpeakerLabeler()
+    assert [s.speaker_id for s in labeler.label_clip(sentences, clip, offset)] == [0, 1]
+    again = [Sentence(offset, offset + first.size * 1000 // SR, "c")]
+    assert labeler.label_clip(again, first, offset)[0].speaker_id == 0

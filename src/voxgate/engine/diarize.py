@@ -467,3 +467,12 @@ class OnlineSpeakerLabeler:
         """Set ``sentence.speaker_id`` from its audio and return the sentence."""
         sentence.speaker_id = self.assign(audio)
         return sentence
+
+    def label_clip(self, sentences: Sequence[Sentence], audio: np.ndarray, offset_ms: int = 0) -> list[Sentence]:
+        """Label the sentences recognized in one finalized clip (``offset_ms``: stream time of ``audio[0]``),
+        each from its own stretch of the clip."""
+        for sentence in sentences:
+            begin = max(0, (sentence.begin_time - offset_ms) * SAMPLE_RATE // 1000)
+            end = min(audio.shape[0], (sentence.end_time - offset_ms) * SAMPLE_RATE // 1000)
+            self.label(sentence, audio[begin:end] if end > begin else audio[:0])
+        return list(sentences)
