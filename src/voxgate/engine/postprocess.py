@@ -188,6 +188,8 @@ def inverse_normalize(words: list[Word], language: str | None) -> list[Word]:
         if replacement is None or replacement == mapping.input_text:
             continue
         start, end = int(mapping.input_start), int(mapping.input_end)
+        if layout.text[start:end] != mapping.input_text:  # offsets must point into our own text
+            continue
         while start < end and layout.text[start].isspace():
             start += 1
         if start < end:
