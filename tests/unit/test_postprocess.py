@@ -130,6 +130,13 @@ def test_hotword_correction_merges_a_split_term() -> None:
     assert_consistent([result])
 
 
+def test_hotword_correction_keeps_the_words_around_a_correct_term() -> None:
+    tokens = [" We", " moved", " to", " Kubernetes", " from", " a", " Kubernetis", " cluster."]
+    (result,) = apply(sentences(tokens), RecognitionOptions(hotwords=[Hotword("Kubernetes", 5)]), "en")
+    assert result.text == "We moved to Kubernetes from a Kubernetes cluster."
+    assert [w.text for w in result.words][2:4] == [" to", " Kubernetes"]
+
+
 def test_hotword_correction_does_not_insert_into_unrelated_speech() -> None:
     vocabulary = [Hotword("Kubernetes", 5), Hotword("Severus", 5), Hotword("Grafana", 5), Hotword("Qwen", 5)]
     text = [" I", " have", " several", " ideas,", " the", " graph", " is", " on", " the", " queen", " bed."]

@@ -264,13 +264,13 @@ def correct_hotwords(words: list[Word], hotwords: Sequence[Hotword], language: s
     return words
 
 
-def _correct_term(words: list[Word], term: Hotword, target: str, cjk: bool) -> list[Word]:
-    threshold = hotword_threshold(term)
+def _span_scores(words: list[Word], term: Hotword, target: str, cjk: bool) -> dict[tuple[int, int], float]:
+    """Similarity of every short word span (first, last) to the term (101: spelled exactly)."""
     longest = len(target) + 1 if cjk else len(term.text.split()) + 2
-    out: list[Word] = []
-    first = 0
-    while first < len(words):
-        best: tuple[float, int] | None = None
+    scores: dict[tuple[int, int], float] = {}
+    for first in range(len(words)):
+        if not _squash(words[first].text):
+            continue
         squashed = ""
         spoken = ""
         for last in range(first, min(len(words), first + longest)):
@@ -278,19 +278,35 @@ def _correct_term(words: list[Word], term: Hotword, target: str, cjk: bool) -> l
             spoken += words[last].text
             if len(squashed) > len(target) * 1.5 + 2:
                 break
-            if not squashed or not _squash(words[first].text):
-                continue
-            score = 101.0 if squashed == target else similarity(spoken, term.text, cjk)
-            if score <= 100 and not cjk and last == first and " " not in term.text.strip():
-                score -= SINGLE_WORD_MARGIN  # one real-looking word: more likely a true word than a miss
-            if score >= threshold and (best is None or score > best[0]):
-                best = (score, last)
-        if best is None:
-            out.append(words[first])
-            first += 1
-            continue
-        last = best[1]
-        if best[0] > 100:  # already spelled right
+            scores[(first, last)] = 101.0 if squashed == target else similarity(spoken, term.text, cjk)
+    return scores
+
+
+def _correct_term(words: list[Word], term: Hotword, target: str, cjk: bool) -> list[Word]:
+    threshold = hotword_threshold(term)
+    scores = _span_scores(words, term, target, cjk)
+    single_word_term = not cjk and " " not in term.text.strip()
+
+    def qualifies(first: int, last: int, score: float) -> bool:
+        if score <= 100 and single_word_term and first == last:
+            score -= SINGLE_WORD_MARGIN  # one real-looking word: more likely a true word than a miss
+        # both edge words must help: "to Kubernetes" must not beat "Kubernetes"
+        trimmed = max(scores.get((first + 1, last), -1.0), scores.get((first, last - 1), -1.0))
+        return score >= threshold and trimmed < scores[(first, last)]
+
+    candidates = sorted(
+        ((score, first, last) for (first, last), score in scores.items() if qualifies(first, last, score)),
+        key=lambda c: (-c[0], c[1]),
+    )
+    taken: list[tuple[float, int, int]] = []
+    for candidate in candidates:
+        if all(candidate[2] < other[1] or candidate[1] > other[2] for other in taken):
+            taken.append(candidate)
+    out: list[Word] = []
+    position = 0
+    for score, first, last in sorted(taken, key=lambda c: c[1]):
+        out.extend(words[position:first])
+        if score > 100:  # already spelled right
             out.extend(words[first : last + 1])
         else:
             lead = words[first].text[: len(words[first].text) - len(words[first].text.lstrip())]
@@ -303,7 +319,8 @@ def _correct_term(words: list[Word], term: Hotword, target: str, cjk: bool) -> l
                     probability=min(w.probability for w in words[first : last + 1]),
                 )
             )
-        first = last + 1
+        position = last + 1
+    out.extend(words[position:])
     return out
 
 
