@@ -2,9 +2,10 @@
 
 Speaker embeddings come from the GE2E encoder of the ``resemblyzer`` package, converted once to ONNX
 (``scripts/export_speaker_encoder.py``; ``data/speaker_encoder.onnx``), fed with a numpy 40-band mel
-spectrogram (16 kHz, 25 ms window, 10 ms hop). Windows of up to 1.6 s over VAD speech are embedded and
-grouped by agglomerative (average-linkage) cosine clustering: to a fixed number of speakers when one is
-given, otherwise until the closest clusters are farther apart than a threshold. Every word then takes
+spectrogram (16 kHz, 25 ms window, 10 ms hop). Windows of up to 1.6 s over VAD speech are embedded,
+averaged into segments of up to 4 s, and the segments grouped by agglomerative (average-linkage) cosine
+clustering: to a given number of speakers, or until the closest clusters are farther apart than a
+threshold (0.21, measured with ``bench/quality.py``). Every word then takes
 the speaker of its time, and sentences are split where the speaker changes.
 
 Long files are fed block by block (:class:`DiarizationTrack`): only the small embeddings are kept, and
