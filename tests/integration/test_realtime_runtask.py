@@ -327,8 +327,24 @@ def test_raw_client_formats_reuse_and_trailing_slash(server: RunningServer, tmp_
     # the same task_id again on a new connection is fine
     ws = connect(server)
     try:
-        events = run_task(ws, task_id, pcm_of("goforward.wav"))
+        ws.send(run_task_message(task_id))
+        assert json.loads(ws.recv())["header"]["event"] == "task-started"
+        pcm = pcm_of("goforward.wav") + bytes(16000)
+        ws.send_binary(pcm[: len(pcm) // 2])
+        context = {"context": [{"role": "user", "content": [{"type": "input_text", "text": "robot directions"}]}]}
+        ws.send(
+            json.dumps(
+                {
+                    "header": {"action": "continue-task", "task_id": task_id, "streaming": "duplex"},
+                    "payload": {"input": context},
+                }
+            )
+        )
+        ws.send_binary(pcm[len(pcm) // 2 :])
+        ws.send(finish_message(task_id))
+        events = events_until(ws, "task-finished", "task-failed")
         assert events[-1]["header"]["event"] == "task-finished"
+        assert wer(GO, " ".join(s["text"] for s in finals(events))) <= 0.25
     finally:
         ws.close()
 
@@ -349,6 +365,8 @@ def test_invalid_key_rejects_handshake_with_401(server: RunningServer) -> None:
         ("unknown-model", "model not exist"),
         ("format-mismatch", "wav data"),
         ("oversized-frame", "exceeds"),
+        ("unknown-vocabulary", "vocabulary_id"),
+        ("wrong-rate", "sample_rate"),
     ],
 )
 def test_bad_input_fails_the_task_clearly(server: RunningServer, action: str, words: str) -> None:
@@ -364,6 +382,10 @@ def test_bad_input_fails_the_task_clearly(server: RunningServer, action: str, wo
             ws.send(run_task_message("t1", max_sentence_silence=100))
         elif action == "unknown-model":
             ws.send(run_task_message("t1", model="no-such-model"))
+        elif action == "unknown-vocabulary":
+            ws.send(run_task_message("t1", vocabulary_id="vocab-missing-0001"))
+        elif action == "wrong-rate":
+            ws.send(run_task_message("t1", model="fun-asr-realtime", sample_rate=8000))
         else:
             fmt = "mp3" if action == "format-mismatch" else "pcm"
             ws.send(run_task_message("t1", format=fmt))

@@ -228,8 +228,12 @@ def test_admission_control_refuses_when_full_and_frees_on_release() -> None:
     scheduler.release(base)
     scheduler.release(base)  # twice is harmless
     assert scheduler.used_units == 2
-    scheduler.admit(2)
+    second = scheduler.admit(2)
     assert scheduler.stats.refused == 1
+    assert scheduler.resize(second, 1) and scheduler.used_units == 3  # its language turned out to be English
+    assert not scheduler.resize(second, 3)
+    scheduler.admit(1)
+    assert scheduler.used_units == 4
     limited = Scheduler(capacity=100, max_sessions=1)
     limited.admit(2)
     with pytest.raises(Throttling):

@@ -110,6 +110,17 @@ class Scheduler:
             self._used += units
             return ticket
 
+    def resize(self, ticket: Ticket, units: int) -> bool:
+        """Change a stream's units (e.g. once its language is known); False if the box has no room."""
+        with self._cond:
+            if ticket.released:
+                return False
+            if self.max_sessions is None and self._used - ticket.units + units > self.capacity:
+                return False
+            self._used += units - ticket.units
+            ticket.units = units
+            return True
+
     def release(self, ticket: Ticket) -> None:
         """Free a stream's capacity and drop its queued work. Safe to call twice."""
         with self._cond:

@@ -329,6 +329,8 @@ class Session:
             )
         self.format, self.sample_rate, self.turn_detection = fmt.lower(), rate, turn
         self.language, self.context = language, context
+        if self.ticket is not None and self.stream is None:
+            scheduler_of(self.services).resize(self.ticket, self._units())  # English sessions cost less
         if self.options is not None:
             self.options.context = context
         self.send("session.updated", session=self.session_object())
