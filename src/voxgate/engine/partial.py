@@ -43,6 +43,7 @@ FINAL_TOKENS_PER_SECOND = 8.0
 FINAL_MIN_LOGPROB = -0.8
 FINAL_MAX_COMPRESSION = 2.2
 FINAL_MISSING_TAIL_S = 1.0  # the last word must end this close to where the VAD heard speech end
+PREVIOUS_CHARS = 200
 FINAL_EXTRA_TAIL_S = 0.5  # ... and must not start this long after it (text invented in the padding)
 PREPEND = "\"'“¿([{-"
 APPEND = "\"'.。,，!！?？:：”)]}、"
@@ -279,6 +280,7 @@ class WhisperStreamEngine:
         final_model = recognizer.model(recognizer.engine_model(profile, options))
         self._final_decoder = PartialDecoder(final_model)
         self.stats = {"fast_finals": 0, "full_finals": 0}
+        self._previous: str | None = None  # the last final's text: decoding context, as batch decoding has
 
     def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis:
         prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
@@ -291,7 +293,11 @@ class WhisperStreamEngine:
     ) -> tuple[list[Sentence], str | None]:
         """A closed sentence: short-window decode when its guards pass, else the accurate full-window path."""
         if self.fast_finals and audio.shape[0] < (FULL_FRAMES // 100 - 2) * SAMPLE_RATE:
-            prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
+            prompt = (
+                context_prompt(self.options.context)
+                or hotword_prompt(self.options.hotwords, language)
+                or self._previous
+            )
             decoded = self._final_decoder.decode_final(
                 audio, language=language, prompt=prompt, hints=self.options.language_hints, speech_end_s=speech_end_s
             )
@@ -300,8 +306,15 @@ class WhisperStreamEngine:
                 self.stats["fast_finals"] += 1
                 built = make_words(words, offset_ms)
                 sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
-                return postprocess.apply(sentences, self.options, language), language
+                return self._remember(postprocess.apply(sentences, self.options, language)), language
         self.stats["full_finals"] += 1
-        return self.recognizer.transcribe_clip(
+        sentences, language = self.recognizer.transcribe_clip(
             audio, self.options, self.profile, offset_ms=offset_ms, language=language
         )
+        return self._remember(sentences), language
+
+    def _remember(self, sentences: list[Sentence]) -> list[Sentence]:
+        text = " ".join(s.text for s in sentences).strip()
+        if text:
+            self._previous = text[-PREVIOUS_CHARS:]
+        return sentences

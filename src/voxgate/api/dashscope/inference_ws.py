@@ -298,6 +298,9 @@ class Connection:
         self.last_task_id = task_id
         services = self.services
         params: dict[str, Any] = payload["parameters"] if isinstance(payload.get("parameters"), dict) else {}
+        kind = payload.get("task")
+        if kind not in (None, "", "asr"):
+            raise InvalidParameter(f"task '{kind}' is not served here: only speech recognition ('asr')", param="task")
         profile = services.catalog.resolve(payload.get("model"), mode="realtime")
         fmt = params.get("format", "pcm")
         rate_value = params.get("sample_rate", 16000)
