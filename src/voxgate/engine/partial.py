@@ -102,7 +102,8 @@ class PartialDecoder:
         window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
         hyp = self._run(encoded, audio.shape[0], language, prefix, prompt, hints, penalize=False)
-        if hyp.looped:  # fall back: decode the same encoding again with repetition penalties
+        if hyp.looped and len(hyp.text.split()) <= len(prefix.split()):
+            # the loop left nothing new: decode the same encoding again with repetition penalties
             retry = self._run(encoded, audio.shape[0], hyp.language, prefix, prompt, hints, penalize=True)
             if not retry.looped:
                 retry.fallback = True
@@ -149,8 +150,8 @@ class PartialDecoder:
         new = ids[len(prefix_tokens) :] if ids[: len(prefix_tokens)] == prefix_tokens else ids
         capped = len(new) >= cap
         avg_logprob = result.scores[0] / (len(new) + 1) if new else 0.0
-        if not new or (result.no_speech_prob > NO_SPEECH and avg_logprob < LOW_LOGPROB):
-            return Hypothesis(prefix.strip(), language, capped=capped)
+        if not new or result.no_speech_prob > NO_SPEECH or avg_logprob < LOW_LOGPROB:
+            return Hypothesis(prefix.strip(), language, capped=capped)  # nothing trustworthy to add
         text = tokenizer.decode(ids).strip()
         words = text.split()
         cut = repeated_span([_norm(w) for w in words], min_repeats=2)
