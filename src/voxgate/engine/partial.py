@@ -4,7 +4,7 @@ Whisper's encoder normally sees a padded 30 s window, which costs the same howev
 For interim results the encoder gets only the audio so far plus about one second of silence (CTranslate2
 accepts fewer than 3000 mel frames), which is several times cheaper. Short inputs make greedy decoding
 loop, so the decode is guarded: a token cap from the audio length, repetition detection (the loop is cut
-off), and a second decode of the same encoding with repetition penalties when the first one looped.
+off), and a second decode of the same encoding with repetition penalties when the loop left nothing new.
 
 Finals of VAD segments shorter than 28 s also use a short window (with word timestamps from cross-attention
 alignment) when every guard passes: sure language, no loop, no token cap, confident tokens, normal
