@@ -423,6 +423,9 @@ def test_client_that_stops_reading_does_not_hurt_others(server: RunningServer) -
         ws = connect(server)
         try:
             started = time.monotonic()
+            ws.ping("still there?")  # the event loop answers while the other stream's work is queued
+            assert ws.recv_data_frame(True)[1].data == b"still there?"
+            assert time.monotonic() - started < 2
             events = run_task(ws, "polite", pcm_of("something.wav") + bytes(16000))
             assert events[-1]["header"]["event"] == "task-finished"
             assert wer(SOMETHING, " ".join(s["text"] for s in finals(events))) <= 0.25
@@ -455,6 +458,17 @@ def test_admission_refuses_beyond_capacity_and_frees_on_disconnect(small_server:
         assert header["error_code"] == "Throttling" and header["task_id"] == "refused"
     finally:
         second.close()
+    session = websocket.create_connection(
+        small_server.ws_url + "/api-ws/v1/realtime?model=qwen3-asr-flash-realtime",
+        header=[f"Authorization: Bearer {API_KEY}"],
+        timeout=30,
+    )
+    try:
+        error = json.loads(session.recv())
+        assert error["type"] == "error" and error["error"]["code"] == "Throttling"
+        assert error["error"]["type"] == "server_error"
+    finally:
+        session.close()
     # ... the first client vanishes without finish-task: its capacity comes back
     first.sock.shutdown(socket.SHUT_RDWR)
     first.sock.close()
