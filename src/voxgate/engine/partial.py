@@ -14,6 +14,7 @@ compression, and words that reach the end of the speech. Otherwise they go to th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import ctranslate2
@@ -29,6 +30,8 @@ from voxgate.engine.language import to_whisper_code
 from voxgate.engine.recognizer import Recognizer, context_prompt, hotword_prompt
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import RecognitionOptions, Sentence
+
+log = logging.getLogger("voxgate.stream")
 
 SAMPLE_RATE = 16_000
 PAD_SECONDS = 1.0
@@ -309,6 +312,7 @@ class WhisperStreamEngine:
                 sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
                 return self._remember(postprocess.apply(sentences, self.options, language)), language
         self.stats["full_finals"] += 1
+        log.debug("final of %.1f s on the full window (short-window guards did not pass)", audio.shape[0] / SAMPLE_RATE)
         sentences, language = self.recognizer.transcribe_clip(
             audio, self.options, self.profile, offset_ms=offset_ms, language=language
         )
