@@ -439,7 +439,10 @@ def test_client_that_stops_reading_does_not_hurt_others(server: RunningServer) -
 # -- capacity: a server with room for one stream ------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("small"), {"VOXGATE_REALTIME_MAX_SESSIONS": "1"})
+    running = start_server(
+        tmp_path_factory.mktemp("small"),
+        {"VOXGATE_REALTIME_MAX_SESSIONS": "1", "VOXGATE_REALTIME_IDLE_TIMEOUT_S": "3"},
+    )
     yield running
     stop_server(running)
 
@@ -490,3 +493,35 @@ def test_admission_refuses_beyond_capacity_and_frees_on_disconnect(small_server:
         assert wer(SOMETHING, " ".join(s["text"] for s in finals(events))) <= 0.25
     finally:
         third.close()
+
+
+def test_idle_connections_and_silent_tasks_time_out(small_server: RunningServer) -> None:
+    idle = connect(small_server)
+    started = time.monotonic()
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        while True:
+            if idle.recv() in ("", b""):
+                raise websocket.WebSocketConnectionClosedException("closed")
+    assert 2.5 < time.monotonic() - started < 10
+    idle.close()
+    waiting = connect(small_server)
+    try:
+        waiting.send(run_task_message("quiet"))
+        assert json.loads(waiting.recv())["header"]["event"] == "task-started"
+        header = expect_failed(waiting, "timeout")  # no audio at all
+        assert header["error_code"] == "CLIENT_ERROR"
+    finally:
+        waiting.close()
+    silent = connect(small_server)
+    try:
+        silent.send(run_task_message("silence", heartbeat=False))
+        assert json.loads(silent.recv())["header"]["event"] == "task-started"
+        for _ in range(12):  # silence for longer than the timeout: the task fails (heartbeat=false)
+            try:
+                silent.send_binary(bytes(3200))
+            except (websocket.WebSocketException, OSError):
+                break
+            time.sleep(0.4)
+        expect_failed(silent, "no speech")
+    finally:
+        silent.close()
