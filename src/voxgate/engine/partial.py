@@ -15,7 +15,7 @@ compression, and words that reach the end of the speech. Otherwise they go to th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ctranslate2
 import numpy as np
@@ -25,6 +25,7 @@ from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
 from voxgate.engine import postprocess
 from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.diarize import OnlineSpeakerLabeler
 from voxgate.engine.guards import repeated_span
 from voxgate.engine.language import to_whisper_code
 from voxgate.engine.recognizer import Recognizer, context_prompt, hotword_prompt
@@ -285,6 +286,9 @@ class WhisperStreamEngine:
         self._final_decoder = PartialDecoder(final_model)
         self.stats = {"fast_finals": 0, "full_finals": 0}
         self._previous: str | None = None  # the last final's text: decoding context, as batch decoding has
+        # Live speaker labels: one incremental clusterer per session, so ids stay stable across sentences.
+        self._speakers = OnlineSpeakerLabeler(max_speakers=options.speaker_count) if options.diarization else None
+        self._clip_options = replace(options, diarization=False)
 
     def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis:
         prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
@@ -310,13 +314,22 @@ class WhisperStreamEngine:
                 self.stats["fast_finals"] += 1
                 built = make_words(words, offset_ms)
                 sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
-                return self._remember(postprocess.apply(sentences, self.options, language)), language
+                sentences = postprocess.apply(sentences, self.options, language)
+                return self._remember(self._label(sentences, audio)), language
         self.stats["full_finals"] += 1
         log.debug("final of %.1f s on the full window (short-window guards did not pass)", audio.shape[0] / SAMPLE_RATE)
         sentences, language = self.recognizer.transcribe_clip(
-            audio, self.options, self.profile, offset_ms=offset_ms, language=language
+            audio, self._clip_options, self.profile, offset_ms=offset_ms, language=language
         )
-        return self._remember(sentences), language
+        return self._remember(self._label(sentences, audio)), language
+
+    def _label(self, sentences: list[Sentence], audio: np.ndarray) -> list[Sentence]:
+        if self._speakers is None or not sentences:
+            return sentences
+        speaker = self._speakers.assign(audio)  # one utterance, one voice: embed all of its audio
+        for sentence in sentences:
+            sentence.speaker_id = speaker
+        return sentences
 
     def _remember(self, sentences: list[Sentence]) -> list[Sentence]:
         text = " ".join(s.text for s in sentences).strip()

@@ -277,7 +277,12 @@ def hotword_prompt(hotwords: list[Hotword], language: str | None, max_chars: int
             break
         out.append(term.text)
         used += len(term.text) + 2
-    return ", ".join(out) if out else None
+    if not out:
+        return None
+    # A short lead-in makes the decoder read the list as vocabulary rather than as text to continue.
+    if language in ("zh", "ja", "yue"):
+        return "术语：" + "、".join(out) + "。"
+    return "Names and terms: " + ", ".join(out) + "."
 
 
 def context_prompt(context: str | None, max_chars: int = 400) -> str | None:

@@ -191,6 +191,7 @@ def merge_sentences(sentences: list[Sentence], language: str | None) -> Sentence
         text=text,
         words=words,
         language=language,
+        speaker_id=sentences[0].speaker_id,
     )
 
 

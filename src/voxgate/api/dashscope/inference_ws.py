@@ -156,7 +156,7 @@ class RunTask:
             )
 
     def final_sentence(self, sentence: Sentence, utterance: int) -> dict[str, Any]:
-        return {
+        out = {
             "begin_time": int(sentence.begin_time),
             "end_time": int(sentence.end_time),
             "text": sentence.text,
@@ -173,6 +173,9 @@ class RunTask:
                 for w in sentence.words
             ],
         }
+        if sentence.speaker_id is not None:
+            out["speaker_id"] = sentence.speaker_id
+        return out
 
 
 def _options(services: Services, params: dict[str, Any], payload_input: Any) -> RecognitionOptions:
@@ -200,7 +203,17 @@ def _options(services: Services, params: dict[str, Any], payload_input: Any) -> 
         disfluency_removal=_bool(params.get("disfluency_removal_enabled"), False),
         punctuation=_bool(params.get("punctuation_prediction_enabled"), True),
         max_sentence_silence_ms=silence,
+        diarization=_bool(params.get("diarization_enabled"), False),
+        speaker_count=_speaker_count(params.get("speaker_count")),
     )
+
+
+def _speaker_count(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise InvalidParameter("speaker_count must be an integer from 1 to 100", param="speaker_count")
+    return value
 
 
 class Connection:
