@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-SHARED_AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT.parent / "shared" / "audio"))
+SHARED_AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT / "tests" / "data"))
 MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
 
 SCRIPT = [

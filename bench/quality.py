@@ -1,6 +1,6 @@
 """Quality benchmark: speaker diarization and vocabulary (hotword) recall, on the real engine.
 
-Diarization: mixes with known turns built from the CMU recordings in ../shared/audio and espeak-ng voices
+Diarization: mixes with known turns built from the CMU recordings in tests/data and espeak-ng voices
 (0.6 s between turns). For each mix:
 
 * speaker confusion: share of reference speech (10 ms frames) given to the wrong speaker, best mapping;
@@ -49,7 +49,7 @@ from voxgate.engine.sentences import sentence_text  # noqa: E402
 from voxgate.engine.types import Hotword, RecognitionOptions  # noqa: E402
 
 SR = 16_000
-AUDIO = ROOT.parent / "shared" / "audio"
+AUDIO = ROOT / "tests" / "data"
 MODEL_DIR = Path.home() / ".cache" / "voxgate" / "models"
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 

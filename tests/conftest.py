@@ -16,18 +16,17 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT.parent / "shared" / "audio"))
-AUDIO = ROOT / "tests" / "data"
+AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT / "tests" / "data"))
 MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
 API_KEY = "sk-test-key"
 
 
 def audio_file(name: str) -> Path:
-    """A test recording: tests/data first, then the shared recordings."""
-    for base in (AUDIO, SHARED_AUDIO):
-        if (base / name).exists():
-            return base / name
-    raise FileNotFoundError(name)
+    """A test recording from tests/data."""
+    path = AUDIO / name
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return path
 
 
 def free_port() -> int:
