@@ -196,28 +196,13 @@ def measure(kind: str, path: Path) -> dict[str, object]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+from bench.report import update_doc  # noqa: E402
+
+
 def wer(reference: str, hypothesis: str) -> float:
     from tests.conftest import wer as test_wer
 
     return test_wer(reference, hypothesis)
-
-
-def update_doc(section: str, body: str) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = (
-        doc.read_text()
-        if doc.exists()
-        else "# Benchmarks\n\nNumbers measured by `make bench` on this repository's CI machine class.\n"
-    )
-    start_marker, end_marker = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    block = f"{start_marker}\n{body.rstrip()}\n{end_marker}"
-    if start_marker in text:
-        before = text[: text.index(start_marker)]
-        after = text[text.index(end_marker) + len(end_marker) :]
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
 
 
 def main() -> None:

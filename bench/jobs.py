@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import update_doc  # noqa: E402
 from tests.conftest import (  # noqa: E402
     API_KEY,
     MODEL_DIR,
@@ -204,6 +205,28 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "jobs.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    engine, api = report["engine"], report["api"]
+    update_doc(
+        "jobs",
+        "\n".join(
+            [
+                "## File jobs through the API (`bench/jobs.py`)",
+                "",
+                f"{report['jobs']} concurrent jobs ({report['audio_seconds_total']:.0f} s of audio in all), "
+                f"{report['workers']} worker(s), submitted through the DashScope API and polled, against the "
+                "engine alone on the same files in the same run.",
+                "",
+                "| path | wall time | jobs/min | x real time |",
+                "|---|---|---|---|",
+                f"| engine alone | {engine['wall_s']:.1f} s | {engine['jobs_per_minute']} | {engine['x_real_time']} |",
+                f"| DashScope API | {api['wall_s']:.1f} s | {api['jobs_per_minute']} | {api['x_real_time']} |",
+                "",
+                f"API overhead: {report['api_overhead_pct']:+.1f}% of the engine's wall time (server-side "
+                f"processing summed to {api['server_processing_s_sum']:.1f} s of the API's {api['wall_s']:.1f} s); "
+                f"submitting all jobs took {api['submit_all_s']:.2f} s; mean WER {api['wer_mean']:.1%}.",
+            ]
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import websocket
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import update_doc  # noqa: E402
 from tests.conftest import API_KEY, MODEL_DIR, audio_file, start_server, stop_server, synth  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -396,6 +397,42 @@ def main() -> None:
     (RESULTS / "streaming.json").write_text(json.dumps(results, indent=2))
     print(f"batch WER (base, whole track): {results['batch_wer_base_per_track']}")
     print(f"wrote {RESULTS / 'streaming.json'}")
+    update_doc("streaming", render(results))
+
+
+def render(results: dict[str, Any]) -> str:
+    """The streaming section of docs/benchmarks.md."""
+    en, ml, naive = results["english"], results["multilingual"], results["naive_baseline"]
+    load = results["machine"]["loadavg_before"]
+
+    def row(name: str, key: str, fmt: str = "{:.2f}") -> str:
+        return f"| {name} | {fmt.format(en[key])} | {fmt.format(ml[key])} |"
+
+    lines = [
+        "## Real-time streaming (`bench/streaming.py`)",
+        "",
+        f"{en['sessions']} English and {ml['sessions']} multilingual (Whisper base) sessions through "
+        f"`/api-ws/v1/inference`, paced at real time (100 ms frames, {en['audio_seconds_per_session']:.0f} s of "
+        f"speech with pauses each); load average before the run {load[0]:.1f}.",
+        "",
+        "| metric | English sessions | multilingual sessions |",
+        "|---|---|---|",
+        row("final lag p50 (s)", "final_lag_p50_s"),
+        row("final lag p95 (s)", "final_lag_p95_s"),
+        row("first partial p50 (s)", "first_partial_p50_s"),
+        row("first partial p95 (s)", "first_partial_p95_s"),
+        row("interval between partials p50 (s)", "partial_interval_p50_s"),
+        row("lag drift, 2nd half - 1st half (s)", "drift_s_median"),
+        row("server CPU (% of all cores)", "server_cpu_percent_of_2_cores", "{:.0f}"),
+        row("WER of finals", "wer_finals_vs_reference", "{:.1%}"),
+        row("batch WER, same audio", "batch_wer_same_tracks", "{:.1%}"),
+        row("WER ratio finals / batch", "wer_ratio_vs_batch"),
+        "",
+        "Naive baseline in the same run (re-transcribing the whole utterance buffer every second with "
+        f"`WhisperModel.transcribe`, {naive.get('streams', ml['sessions'])} streams): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in naive.items() if isinstance(v, float)),
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

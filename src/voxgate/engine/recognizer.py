@@ -6,6 +6,9 @@ plain :class:`Sentence` / :class:`Transcript` objects back. Calls block; run the
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -28,7 +31,9 @@ from voxgate.errors import ModelUnavailable
 
 ProgressCallback = Callable[[float], None]  # seconds of audio done (per call, cumulative)
 
-BLOCK_SECONDS = 300.0  # audio decoded and recognized per block of a long file
+# Audio recognized per block of a long file. Silero VAD and the batched decoder hold transient buffers in
+# proportion to the block; 120 s keeps the peak low (bench/batch.py) while still filling decoder batches.
+BLOCK_SECONDS = 120.0
 TAIL_GUARD_SECONDS = 1.0  # speech this close to a block's end may continue: carried to the next block
 FILE_VAD = VadOptions(min_silence_duration_ms=500, speech_pad_ms=300, max_speech_duration_s=30)
 
@@ -189,6 +194,7 @@ class Recognizer:
                     track.add(buffer[:cut], buffer_offset)
             buffer_offset += cut
             buffer = buffer[cut:].copy()
+            release_freed_memory()
             if progress:
                 progress(buffer_offset / SAMPLE_RATE)
 
@@ -257,6 +263,22 @@ class Recognizer:
         raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
         words = make_words(raw, offset_ms)
         return group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last block back to the OS (glibc keeps it in its arenas otherwise)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _shifted(progress: ProgressCallback | None, base: float) -> ProgressCallback | None:
