@@ -90,3 +90,13 @@ def test_unknown_format_and_rate_name_the_parameter() -> None:
     with pytest.raises(InvalidParameter) as info:
         make_decoder("pcm", 10)
     assert info.value.param == "sample_rate"
+
+
+def test_amr_nb_stream_decodes_in_pieces(tmp_path: Path) -> None:
+    out = tmp_path / "clip.amr"
+    subprocess.run(
+        ["sox", str(audio_file("something.wav")), "-r", "8000", "-c", "1", "-t", "amr-nb", str(out)], check=True
+    )
+    samples = feed_all("amr", out.read_bytes(), rate=8000, piece=101)
+    assert 2.8 < samples.shape[0] / 16000 < 3.3
+    assert 0.05 < float(np.abs(samples).max()) <= 1.0

@@ -198,7 +198,12 @@ class CodecDecoder:
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self._codec: Any = av.CodecContext.create(self._CODECS[fmt], "r")
+        codec = self._CODECS[fmt]
+        if fmt == "amr" and "libopencore_amrnb" in av.codecs_available:
+            codec = "libopencore_amrnb"  # FFmpeg's native AMR-NB decoder rejects comfort-noise (SID) frames
+        self._codec: Any = av.CodecContext.create(codec, "r")
+        if fmt == "amr":
+            self._codec.sample_rate = 8000
         self._resample = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._checked = False
         self._pending = b""
