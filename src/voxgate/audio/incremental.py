@@ -201,9 +201,10 @@ class CodecDecoder:
         codec = self._CODECS[fmt]
         if fmt == "amr" and "libopencore_amrnb" in av.codecs_available:
             codec = "libopencore_amrnb"  # FFmpeg's native AMR-NB decoder rejects comfort-noise (SID) frames
-        self._codec: Any = av.CodecContext.create(codec, "r")
+        context: Any = av.CodecContext.create(codec, "r")
         if fmt == "amr":
-            self._codec.sample_rate = 8000
+            context.sample_rate = 8000
+        self._codec: Any = context
         self._resample = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         self._checked = False
         self._pending = b""
