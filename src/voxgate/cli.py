@@ -188,13 +188,17 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        application = create_app(settings)
+    except ValueError as exc:  # pydantic validation errors and bad model profiles
+        _fail(f"invalid configuration: {exc}")
     if not settings.api_key_set() and not _is_loopback(settings.host):
         _fail("no API keys configured (VOXGATE_API_KEYS): refusing to bind to a non-loopback address")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     err.print_json(json.dumps(settings.describe(), default=str))
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.host,
         port=settings.port,
         ws_ping_interval=20,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: _default_cache() / "data", description="Results, uploads.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
 
+    model_profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model-name engine profile overrides as JSON, e.g. "
+        '{"fun-asr": {"beam_size": 5}, "my-asr": {"mode": "file", "family": "fun-asr"}}.',
+    )
     default_model: str = Field("whisper-base", description="Engine model for multilingual profiles.")
     english_model: str = Field("whisper-tiny.en", description="Engine model for English-only work.")
     cpu_threads: int = Field(0, description="CTranslate2 threads per model call (0 = all cores).")

@@ -38,7 +38,7 @@ class Services:
             num_workers=settings.decode_workers,
             batch_size=settings.batch_size,
         )
-        return cls(settings=settings, catalog=Catalog(), recognizer=Recognizer(engine))
+        return cls(settings=settings, catalog=Catalog(settings.model_profiles), recognizer=Recognizer(engine))
 
     def hotwords_for(self, vocabulary_id: str | None) -> list[Hotword]:
         """Hotwords of a vocabulary; an unknown id is an ``InvalidParameter`` naming ``vocabulary_id``."""

@@ -60,3 +60,22 @@ def test_overrides_change_a_profile() -> None:
     assert catalog.resolve("fun-asr").beam_size == 5
     assert catalog.resolve("my-asr").mode == "file"
     assert "fun-asr-2025-11-07" in catalog.names()
+
+
+def test_profiles_are_configurable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxgate.config import Settings
+
+    monkeypatch.setenv("VOXGATE_MODEL_PROFILES", '{"fun-asr": {"beam_size": 5, "features": ["timestamps"]}}')
+    catalog = Catalog(Settings().model_profiles)
+    assert catalog.resolve("fun-asr").beam_size == 5
+    assert catalog.resolve("fun-asr").features == frozenset({"timestamps"})
+    assert catalog.resolve("fun-asr-2025-11-07").beam_size == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [({"beam": 5}, "unknown field"), ({"beam_size": 0}, "beam_size"), ({"model": "whisper-huge"}, "model must")],
+)
+def test_bad_profile_overrides_are_clear_errors(override: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Catalog({"fun-asr": override})

@@ -94,7 +94,7 @@ class Catalog:
                 family = str(values.get("family", "fun-asr"))
                 mode = str(values.get("mode", "file"))
                 base = EngineProfile(name, family, mode, features=_FILE_FEATURES)
-            self._profiles[name] = replace(base, **values)  # type: ignore[arg-type]
+            self._profiles[name] = _override(base, values)
 
     def names(self) -> list[str]:
         out = list(self._profiles)
@@ -119,6 +119,26 @@ class Catalog:
                 param="model",
             )
         return profile
+
+
+_OVERRIDABLE = frozenset({"family", "mode", "model", "partial_model", "beam_size", "sample_rates", "features"})
+
+
+def _override(base: EngineProfile, values: dict[str, object]) -> EngineProfile:
+    """``base`` with configured fields replaced; unknown fields or bad values are a clear ValueError."""
+    unknown = set(values) - _OVERRIDABLE
+    if unknown:
+        raise ValueError(f"model profile {base.name}: unknown field(s) {', '.join(sorted(unknown))}")
+    fields: dict[str, object] = dict(values)
+    if "features" in fields:
+        fields["features"] = frozenset(str(f) for f in fields["features"])  # type: ignore[attr-defined]
+    if "sample_rates" in fields and fields["sample_rates"] is not None:
+        fields["sample_rates"] = tuple(int(r) for r in fields["sample_rates"])  # type: ignore[attr-defined]
+    if "beam_size" in fields and (not isinstance(fields["beam_size"], int) or not 1 <= fields["beam_size"] <= 10):
+        raise ValueError(f"model profile {base.name}: beam_size must be an integer from 1 to 10")
+    if fields.get("model", base.model) not in ("whisper-base", "whisper-tiny.en"):
+        raise ValueError(f"model profile {base.name}: model must be whisper-base or whisper-tiny.en")
+    return replace(base, **fields)  # type: ignore[arg-type]
 
 
 def _compatible(have: str, want: str) -> bool:
