@@ -428,6 +428,9 @@ def render(results: dict[str, Any]) -> str:
         row("batch WER, same audio", "batch_wer_same_tracks", "{:.1%}"),
         row("WER ratio finals / batch", "wer_ratio_vs_batch"),
         "",
+        "Final lag is measured from the moment the sentence-ending silence has been received; it can be "
+        "negative because a final's decode starts speculatively 250 ms into the silence.",
+        "",
         "Naive baseline in the same run (re-transcribing the whole utterance buffer every second with "
         f"`WhisperModel.transcribe`, {naive.get('streams', ml['sessions'])} streams): "
         + ", ".join(f"{k} {v:.2f}" for k, v in naive.items() if isinstance(v, float)),
