@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ffmpeg sox espeak-ng
+APT_PACKAGES := ffmpeg sox espeak-ng postgresql
 export VOXGATE_MODEL_DIR ?= $(HOME)/.cache/voxgate/models
 
 .PHONY: install system-deps serve test lint bench models clean
@@ -12,6 +12,7 @@ install: $(STAMP)
 
 system-deps:
 	@missing=""; for p in ffmpeg sox espeak-ng; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
