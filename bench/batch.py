@@ -23,8 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.report import update_doc  # noqa: E402
+from tests.conftest import audio_file, join_wavs, synth  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
-SHARED_AUDIO = Path(os.environ.get("VOXGATE_TEST_AUDIO", ROOT / "tests" / "data"))
 MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
 
 SCRIPT = [
@@ -46,76 +49,13 @@ def synth_speech(workdir: Path, repeats: int) -> tuple[Path, str]:
     parts: list[Path] = []
     words: list[str] = []
     for index, sentence in enumerate(SCRIPT):
-        raw = workdir / f"s{index}.raw.wav"
-        out = workdir / f"s{index}.wav"
         voice = ("en-us", "en-gb", "en-us+f3")[index % 3]
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", str(raw), sentence], check=True)
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-y",
-                "-loglevel",
-                "error",
-                "-i",
-                str(raw),
-                "-af",
-                "apad=pad_dur=1.2",
-                "-ar",
-                "16000",
-                "-ac",
-                "1",
-                str(out),
-            ],
-            check=True,
-        )
-        parts.append(out)
+        parts.append(synth(sentence, workdir / f"s{index}.wav", voice=voice, speed=155))
         words.append(sentence)
-    for name, text in (
-        ("goforward.wav", "go forward ten meters"),
-        ("something.wav", "go somewhere and do something"),
-    ):
-        out = workdir / f"real-{name}"
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-y",
-                "-loglevel",
-                "error",
-                "-i",
-                str(SHARED_AUDIO / name),
-                "-af",
-                "apad=pad_dur=1.0",
-                "-ar",
-                "16000",
-                "-ac",
-                "1",
-                str(out),
-            ],
-            check=True,
-        )
-        parts.append(out)
+    for name, text in (("goforward.wav", "go forward ten meters"), ("something.wav", "go somewhere and do something")):
+        parts.append(audio_file(name))
         words.append(text)
-    listing = workdir / "list.txt"
-    listing.write_text("".join(f"file '{p}'\n" for _ in range(repeats) for p in parts))
-    speech = workdir / "speech.wav"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-y",
-            "-loglevel",
-            "error",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-            str(listing),
-            "-c",
-            "copy",
-            str(speech),
-        ],
-        check=True,
-    )
+    speech = join_wavs(parts * repeats, workdir / "speech.wav", pause_s=1.1)
     return speech, " ".join(words * repeats)
 
 
@@ -194,9 +134,6 @@ def measure(kind: str, path: Path) -> dict[str, object]:
         [sys.executable, __file__, "--worker", kind, str(path)], capture_output=True, text=True, check=True
     )
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-from bench.report import update_doc  # noqa: E402
 
 
 def wer(reference: str, hypothesis: str) -> float:

@@ -189,3 +189,20 @@ def normalize_text(text: str) -> str:
 
     words = re.sub(r"[^\w\s']", " ", text.lower()).split()
     return " ".join(_NUMBERS[int(w)] if w.isdigit() and int(w) <= 20 else w for w in words) or "<empty>"
+
+
+def join_wavs(parts: list[Path], out: Path, pause_s: float = 0.0) -> Path:
+    """Concatenate 16 kHz mono 16-bit WAV files, with ``pause_s`` of silence after each."""
+    import wave
+
+    silence = bytes(int(pause_s * 16000) * 2)
+    with wave.open(str(out), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        for part in parts:
+            with wave.open(str(part), "rb") as reader:
+                if (reader.getnchannels(), reader.getsampwidth(), reader.getframerate()) != (1, 2, 16000):
+                    raise ValueError(f"{part} is not 16 kHz mono 16-bit")
+                writer.writeframes(reader.readframes(reader.getnframes()) + silence)
+    return out

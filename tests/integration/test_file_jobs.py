@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from dashscope.audio.asr import Transcription
 from dashscope.audio.qwen_asr import QwenTranscription
 
-from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server, synth, wer
+from tests.conftest import API_KEY, RunningServer, audio_file, join_wavs, start_server, stop_server, synth, wer
 
 REFERENCE = {"goforward.wav": "go forward ten meters", "something.wav": "go somewhere and do something"}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -316,35 +315,12 @@ PARAGRAPHS = (
 
 
 def _long_speech(out: Path) -> tuple[Path, str]:
-    """About a minute of speech: the two real clips and synthesized paragraphs, joined with ffmpeg."""
+    """About a minute of speech: the two real clips and synthesized paragraphs, joined."""
     parts: list[Path] = [audio_file("goforward.wav")]
     for i, text in enumerate(PARAGRAPHS):
         parts.append(synth(text, out.parent / f"paragraph{i}.wav"))
     parts.append(audio_file("something.wav"))
-    listing = out.parent / "concat.txt"
-    listing.write_text("".join(f"file '{p}'\n" for p in parts))
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-y",
-            "-loglevel",
-            "error",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-            str(listing),
-            "-c:a",
-            "pcm_s16le",
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            str(out),
-        ],
-        check=True,
-    )
+    join_wavs(parts, out)
     reference = " ".join([REFERENCE["goforward.wav"], *PARAGRAPHS, REFERENCE["something.wav"]])
     return out, reference
 
