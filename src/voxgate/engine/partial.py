@@ -132,10 +132,7 @@ class PartialDecoder:
             if language is None:  # too little speech to tell the language: no interim yet
                 return Hypothesis(prefix.strip(), None)
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language or "en")
-        tokens: list[int] = []
-        if prompt:
-            tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-100:]]
-        tokens += [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        tokens = start_tokens(tokenizer, prompt)
         prefix_tokens = tokenizer.encode(" " + prefix.strip()) if prefix.strip() else []
         tokens += prefix_tokens
         cap = int(samples / SAMPLE_RATE * TOKENS_PER_SECOND) + MIN_TOKENS
@@ -196,10 +193,7 @@ class PartialDecoder:
             if language is None:
                 return None
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
-        tokens: list[int] = []
-        if prompt:
-            tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-100:]]
-        tokens += [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        tokens = start_tokens(tokenizer, prompt)
         cap = int(audio.shape[0] / SAMPLE_RATE * FINAL_TOKENS_PER_SECOND) + MIN_TOKENS
         result = self.model.model.generate(
             encoded,
@@ -258,6 +252,14 @@ class PartialDecoder:
             if not allowed or code in allowed:
                 return code if prob >= DETECT_MIN_PROB else None
         return None
+
+
+def start_tokens(tokenizer: Tokenizer, prompt: str | None) -> list[int]:
+    """Decoder start: the last 100 prompt tokens (if any), then the start-of-transcript sequence, no timestamps."""
+    tokens: list[int] = []
+    if prompt:
+        tokens = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip())[-100:]]
+    return [*tokens, *tokenizer.sot_sequence, tokenizer.no_timestamps]
 
 
 class WhisperStreamEngine:
