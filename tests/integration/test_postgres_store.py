@@ -28,7 +28,14 @@ def _pg_bin(name: str) -> str:
 
 def _as_postgres(args: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    if os.geteuid() != 0:
+        return args
+    runuser = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser") if os.path.exists(p)), None
+    )
+    if runuser is None:
+        raise RuntimeError("runuser (util-linux) is required to start PostgreSQL as root")
+    return [runuser, "-u", "postgres", "--", *args]
 
 
 @pytest.fixture(scope="module")
