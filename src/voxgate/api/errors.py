@@ -56,6 +56,10 @@ def error_response(request: Request, status: int, code: str, message: str, param
     return JSONResponse(dashscope_error_body(code, message), status_code=status)
 
 
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+"""Response headers for every server-sent-event stream (no caching, no proxy buffering)."""
+
+
 def sse_error_event(code: str, message: str, request_id: str | None = None, status: int = 400) -> str:
     """A DashScope SSE error event (``event:error`` exactly, no space)."""
     body = json.dumps(dashscope_error_body(code, message, request_id), ensure_ascii=False)

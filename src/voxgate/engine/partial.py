@@ -136,17 +136,7 @@ class PartialDecoder:
         prefix_tokens = tokenizer.encode(" " + prefix.strip()) if prefix.strip() else []
         tokens += prefix_tokens
         cap = int(samples / SAMPLE_RATE * TOKENS_PER_SECOND) + MIN_TOKENS
-        result = self.model.model.generate(
-            encoded,
-            [tokens],
-            max_length=min(448, len(tokens) + cap),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            beam_size=1,
-            repetition_penalty=1.3 if penalize else 1.0,
-            no_repeat_ngram_size=3 if penalize else 0,
-        )[0]
+        result = greedy(self.model, encoded, tokens, cap, penalize=penalize)
         ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         new = ids[len(prefix_tokens) :] if ids[: len(prefix_tokens)] == prefix_tokens else ids
         capped = len(new) >= cap
@@ -195,15 +185,7 @@ class PartialDecoder:
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
         tokens = start_tokens(tokenizer, prompt)
         cap = int(audio.shape[0] / SAMPLE_RATE * FINAL_TOKENS_PER_SECOND) + MIN_TOKENS
-        result = self.model.model.generate(
-            encoded,
-            [tokens],
-            max_length=min(448, len(tokens) + cap),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            beam_size=1,
-        )[0]
+        result = greedy(self.model, encoded, tokens, cap)
         ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         if not ids:
             return ([], language) if result.no_speech_prob > NO_SPEECH else None
@@ -252,6 +234,23 @@ class PartialDecoder:
             if not allowed or code in allowed:
                 return code if prob >= DETECT_MIN_PROB else None
         return None
+
+
+def greedy(
+    model: WhisperModel, encoded: ctranslate2.StorageView, tokens: list[int], cap: int, *, penalize: bool = False
+) -> ctranslate2.models.WhisperGenerationResult:
+    """One greedy decode of ``encoded`` after ``tokens``, at most ``cap`` new tokens; ``penalize`` damps loops."""
+    return model.model.generate(
+        encoded,
+        [tokens],
+        max_length=min(448, len(tokens) + cap),
+        return_scores=True,
+        return_no_speech_prob=True,
+        suppress_blank=True,
+        beam_size=1,
+        repetition_penalty=1.3 if penalize else 1.0,
+        no_repeat_ngram_size=3 if penalize else 0,
+    )[0]
 
 
 def start_tokens(tokenizer: Tokenizer, prompt: str | None) -> list[int]:

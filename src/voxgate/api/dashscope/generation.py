@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from voxgate.api.auth import require_key
-from voxgate.api.errors import new_request_id, sse_error_event
+from voxgate.api.errors import SSE_HEADERS, new_request_id, sse_error_event
 from voxgate.api.sync_recognition import (
     ClipResult,
     StreamStep,
@@ -54,7 +54,6 @@ router = APIRouter()
 
 GENERATION_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 CHOICES_FAMILIES = frozenset({"qwen-asr", "qwen-omni"})
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from voxgate.api.auth import require_key
-from voxgate.api.errors import openai_error_body
+from voxgate.api.errors import SSE_HEADERS, openai_error_body
 from voxgate.api.sync_recognition import (
     ClipResult,
     as_object,
@@ -45,7 +45,6 @@ logger = logging.getLogger("voxgate.api.chat")
 router = APIRouter()
 
 CHAT_PATH = "/compatible-mode/v1/chat/completions"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from voxgate.api.audio_source import MultipartForm, read_multipart, temp_destination
 from voxgate.api.auth import require_key
-from voxgate.api.errors import openai_error_body
+from voxgate.api.errors import SSE_HEADERS, openai_error_body
 from voxgate.api.sync_recognition import (
     ClipResult,
     decode_for_sync,
@@ -51,7 +51,6 @@ OPENAI_MODELS = {
 }
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = frozenset({"word", "segment"})
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # verbose_json reports the language by name, as the OpenAI API does.
 LANGUAGE_NAMES = {
