@@ -28,7 +28,8 @@ from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.diarize import OnlineSpeakerLabeler
 from voxgate.engine.guards import repeated_span
 from voxgate.engine.language import to_whisper_code
-from voxgate.engine.recognizer import Recognizer, context_prompt, hotword_prompt
+from voxgate.engine.prompts import context_prompt, hotword_prompt
+from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import RecognitionOptions, Sentence
 

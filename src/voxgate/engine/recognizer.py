@@ -25,8 +25,10 @@ from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.guards import clean_segments
 from voxgate.engine.language import detect_language
 from voxgate.engine.models import BUNDLED, assemble
+from voxgate.engine.prompts import context_prompt, hotword_prompt
 from voxgate.engine.sentences import group_sentences, make_words
-from voxgate.engine.types import FileResult, Hotword, RecognitionOptions, Sentence, Transcript
+from voxgate.engine.types import FileResult, RecognitionOptions, Sentence, Transcript
+from voxgate.engine.vocabulary_pass import VocabularyRecheck
 from voxgate.errors import ModelUnavailable
 
 ProgressCallback = Callable[[float], None]  # seconds of audio done (per call, cumulative)
@@ -262,7 +264,13 @@ class Recognizer:
         kept = clean_segments(list(segments))
         raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
         words = make_words(raw, offset_ms)
-        return group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+        sentences = group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+        if options.hotwords:
+            recheck = VocabularyRecheck(
+                model, audio, offset_ms, language, profile.beam_size, options.max_sentence_silence_ms
+            )
+            sentences = recheck.apply(sentences, options.hotwords)
+        return sentences
 
 
 @functools.cache
@@ -286,32 +294,3 @@ def _shifted(progress: ProgressCallback | None, base: float) -> ProgressCallback
     if progress is None:
         return None
     return lambda seconds: progress(base + seconds)
-
-
-def hotword_prompt(hotwords: list[Hotword], language: str | None, max_chars: int = 200) -> str | None:
-    """Vocabulary terms as a decoder prompt: heaviest first, language-filtered, length-capped."""
-    terms = [h for h in hotwords if not h.lang or not language or h.lang == language]
-    terms.sort(key=lambda h: -h.weight)
-    out: list[str] = []
-    used = 0
-    for term in terms:
-        if used + len(term.text) + 2 > max_chars:
-            break
-        out.append(term.text)
-        used += len(term.text) + 2
-    if not out:
-        return None
-    # Phrased as a sentence about the recording, the list biases the decoder without being read as text to
-    # continue (bench/quality.py: same recall as a bare list, less collateral error on unrelated speech).
-    if language in ("zh", "ja", "yue"):
-        return "术语：" + "、".join(out) + "。"
-    listed = out[0] if len(out) == 1 else ", ".join(out[:-1]) + " and " + out[-1]
-    return f"In this recording we talk about {listed}."
-
-
-def context_prompt(context: str | None, max_chars: int = 400) -> str | None:
-    """Free context text as an initial prompt; Whisper reads only the last ~220 tokens, keep the end."""
-    if not context or not context.strip():
-        return None
-    text = " ".join(context.split())
-    return text[-max_chars:]
