@@ -82,6 +82,30 @@ HOTWORD_SENTENCES = [
     ("Thorvaldsen", "Thorvaldsen repaired the old clock in the hall."),
 ]
 
+# Terms never used while choosing the vocabulary thresholds: a check that the tuning generalizes.
+HELD_OUT_SENTENCES = [
+    ("Przybylski", "The report was signed by Przybylski last week."),
+    ("Thessaloniki", "We spent two days in Thessaloniki in June."),
+    ("Saoirse", "Saoirse will lead the design review."),
+    ("Tlaxcala", "The bus to Tlaxcala leaves at nine."),
+    ("Cholmondeley", "Lord Cholmondeley opened the garden to visitors."),
+    ("Ngozi", "Ngozi sent the invoice this morning."),
+    ("Wojciechowski", "Call Wojciechowski about the contract."),
+    ("Xochitl", "Xochitl painted the mural downtown."),
+]
+
+# Common words that sound like a term of the main vocabulary: the hardest case for false insertions.
+SOUND_ALIKES = [
+    "I speak Mandarin with my grandmother.",
+    "The cattle were moved to the barn.",
+    "Cuba is warm in the winter.",
+    "She drew a graph on the board.",
+    "The fox ran through the gate.",
+    "The weather changed in the afternoon.",
+    "He felt well again by Monday.",
+    "Okay, we can go now.",
+]
+
 UNRELATED = [
     "The weather was cold and windy all day.",
     "Please close the window before you leave.",
@@ -337,21 +361,29 @@ def _norm(text: str) -> str:
     return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
 
 
-def bench_hotwords(recognizer: Recognizer, work: Path) -> dict[str, Any]:
+def recall_run(
+    recognizer: Recognizer, work: Path, pairs: list[tuple[str, str]], tag: str
+) -> tuple[dict[str, int], list[dict[str, str]], dict[str, float]]:
+    """Recognize each sentence without a vocabulary, with post-correction only, and with the vocabulary."""
     profile = Catalog().resolve("fun-asr")
-    vocabulary = [Hotword(term, 4, "en") for term, _ in HOTWORD_SENTENCES]
+    vocabulary = [Hotword(term, 4, "en") for term, _ in pairs]
     plain = RecognitionOptions(language="en")
     biased = RecognitionOptions(language="en", hotwords=vocabulary)
     hits = {"without": 0, "post_correction_only": 0, "with_vocabulary": 0}
+    seconds = {"without": 0.0, "with_vocabulary": 0.0}
     details = []
-    for i, (term, sentence) in enumerate(HOTWORD_SENTENCES):
-        audio = synth(sentence, work / f"hw-{i}.wav")
+    for i, (term, sentence) in enumerate(pairs):
+        audio = synth(sentence, work / f"{tag}-{i}.wav")
+        started = time.perf_counter()
         base, _ = recognizer.transcribe_clip(audio, plain, profile)
+        seconds["without"] += time.perf_counter() - started
         corrected = []
         for s in base:
             words = correct_hotwords([*s.words], vocabulary, "en")
             corrected.append(sentence_text(words, "en"))
+        started = time.perf_counter()
         with_vocab, _ = recognizer.transcribe_clip(audio, biased, profile)
+        seconds["with_vocabulary"] += time.perf_counter() - started
         texts = {
             "without": _text(base),
             "post_correction_only": " ".join(corrected),
@@ -361,29 +393,58 @@ def bench_hotwords(recognizer: Recognizer, work: Path) -> dict[str, Any]:
             hits[key] += term.lower() in text.lower()
         details.append({"term": term, **texts})
         print(json.dumps(details[-1]))
-    insertions = 0
-    wer_plain, wer_biased, unrelated = [], [], []
-    for i, sentence in enumerate(UNRELATED):
-        audio = synth(sentence, work / f"un-{i}.wav")
+    return hits, details, seconds
+
+
+def insertion_run(recognizer: Recognizer, work: Path, sentences: list[str], tag: str) -> list[dict[str, Any]]:
+    """Recognize sentences without any term, with and without the main vocabulary."""
+    profile = Catalog().resolve("fun-asr")
+    vocabulary = [Hotword(term, 4, "en") for term, _ in HOTWORD_SENTENCES]
+    plain = RecognitionOptions(language="en")
+    biased = RecognitionOptions(language="en", hotwords=vocabulary)
+    rows = []
+    for i, sentence in enumerate(sentences):
+        audio = synth(sentence, work / f"{tag}-{i}.wav")
         base, _ = recognizer.transcribe_clip(audio, plain, profile)
         with_vocab, _ = recognizer.transcribe_clip(audio, biased, profile)
         found = [term for term, _ in HOTWORD_SENTENCES if term.lower() in _text(with_vocab).lower()]
-        insertions += bool(found)
-        wer_plain.append(jiwer.wer(_norm(sentence), _norm(_text(base))))
-        wer_biased.append(jiwer.wer(_norm(sentence), _norm(_text(with_vocab))))
-        unrelated.append({"reference": sentence, "with_vocabulary": _text(with_vocab), "inserted": found})
-    n = len(HOTWORD_SENTENCES)
+        rows.append(
+            {
+                "reference": sentence,
+                "with_vocabulary": _text(with_vocab),
+                "inserted": found,
+                "wer_without": jiwer.wer(_norm(sentence), _norm(_text(base))),
+                "wer_with": jiwer.wer(_norm(sentence), _norm(_text(with_vocab))),
+            }
+        )
+    return rows
+
+
+def bench_hotwords(recognizer: Recognizer, work: Path) -> dict[str, Any]:
+    hits, details, seconds = recall_run(recognizer, work, HOTWORD_SENTENCES, "hw")
+    held_hits, held_details, _ = recall_run(recognizer, work, HELD_OUT_SENTENCES, "ho")
+    unrelated = insertion_run(recognizer, work, UNRELATED, "un")
+    alikes = insertion_run(recognizer, work, SOUND_ALIKES, "sa")
+    n, held = len(HOTWORD_SENTENCES), len(HELD_OUT_SENTENCES)
     return {
         "terms": n,
         "recall_without_vocabulary": round(hits["without"] / n, 4),
         "recall_post_correction_only": round(hits["post_correction_only"] / n, 4),
         "recall_with_vocabulary": round(hits["with_vocabulary"] / n, 4),
+        "held_out_terms": held,
+        "held_out_recall_without_vocabulary": round(held_hits["without"] / held, 4),
+        "held_out_recall_with_vocabulary": round(held_hits["with_vocabulary"] / held, 4),
+        "decode_seconds_with_vs_without_vocabulary": round(seconds["with_vocabulary"] / seconds["without"], 2),
         "unrelated_sentences": len(UNRELATED),
-        "false_insertions": insertions,
-        "unrelated_wer_without_vocabulary": round(float(np.mean(wer_plain)), 4),
-        "unrelated_wer_with_vocabulary": round(float(np.mean(wer_biased)), 4),
+        "false_insertions": sum(bool(row["inserted"]) for row in unrelated),
+        "sound_alike_sentences": len(SOUND_ALIKES),
+        "sound_alike_false_insertions": sum(bool(row["inserted"]) for row in alikes),
+        "unrelated_wer_without_vocabulary": round(float(np.mean([row["wer_without"] for row in unrelated])), 4),
+        "unrelated_wer_with_vocabulary": round(float(np.mean([row["wer_with"] for row in unrelated])), 4),
         "details": details,
+        "held_out": held_details,
         "unrelated": unrelated,
+        "sound_alikes": alikes,
     }
 
 
@@ -429,9 +490,14 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Vocabulary: {hw['terms']} rare proper nouns read by espeak-ng. Recall without a vocabulary "
         f"{hw['recall_without_vocabulary']:.0%}, post-correction alone {hw['recall_post_correction_only']:.0%}, "
-        f"with the vocabulary {hw['recall_with_vocabulary']:.0%}. On {hw['unrelated_sentences']} unrelated "
+        f"with the vocabulary {hw['recall_with_vocabulary']:.0%}. {hw['held_out_terms']} held-out terms (not used "
+        f"to choose the thresholds): {hw['held_out_recall_without_vocabulary']:.0%} without, "
+        f"{hw['held_out_recall_with_vocabulary']:.0%} with their vocabulary. On {hw['unrelated_sentences']} unrelated "
         f"sentences: {hw['false_insertions']} false insertions, WER {hw['unrelated_wer_without_vocabulary']:.1%} "
-        f"without and {hw['unrelated_wer_with_vocabulary']:.1%} with the vocabulary.",
+        f"without and {hw['unrelated_wer_with_vocabulary']:.1%} with the vocabulary; on "
+        f"{hw['sound_alike_sentences']} sentences of common words that sound like a term (Mandarin, cattle, "
+        f"weather): {hw['sound_alike_false_insertions']} false insertions. Decoding with the vocabulary (prompt "
+        f"and second look) takes {hw['decode_seconds_with_vs_without_vocabulary']}x the time of decoding without.",
     ]
     return "\n".join(lines)
 
