@@ -11,6 +11,7 @@ from tests.conftest import synth
 from voxgate.audio.decode import decode_channel
 from voxgate.engine import vocabulary_pass
 from voxgate.engine.catalog import Catalog
+from voxgate.engine.partial import WhisperStreamEngine
 from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.types import Hotword, RecognitionOptions
 
@@ -40,7 +41,7 @@ def test_second_look_recovers_a_garbled_term(
     recognizer: Recognizer, term: str, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert term in recognize(recognizer, text, tmp_path).lower()
-    monkeypatch.setattr(vocabulary_pass, "SUSPECT_SIMILARITY", 101.0)  # second look off
+    monkeypatch.setattr(vocabulary_pass, "SUSPECT_RESEMBLANCE", 101.0)  # second look off
     assert term not in recognize(recognizer, text, tmp_path).lower()
 
 
@@ -48,7 +49,7 @@ def test_acoustic_check_rejects_an_invented_term(
     recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # every span counts as suspect: the focused prompt makes the decoder say "Quillfeather" for "The weather"
-    monkeypatch.setattr(vocabulary_pass, "SUSPECT_SIMILARITY", 40.0)
+    monkeypatch.setattr(vocabulary_pass, "SUSPECT_RESEMBLANCE", 30.0)
     monkeypatch.setattr(vocabulary_pass, "SUSPECT_CONFIDENCE", 1.01)
     scored: list[str] = []
     original = vocabulary_pass.TextScorer.logprob
@@ -62,3 +63,21 @@ def test_acoustic_check_rejects_an_invented_term(
     assert any("quillfeather" in candidate.lower() for candidate in scored), scored  # it was proposed ...
     assert not any(term.lower() in text.lower() for term in TERMS), text  # ... and rejected
     assert "weather" in text.lower()
+
+
+def test_real_time_final_gets_the_second_look(
+    recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audio = decode_channel(synth("Ask Vandermolen about the shipping schedule.", tmp_path / "rt.wav", speed=175))
+    options = RecognitionOptions(language="en", hotwords=VOCABULARY)
+    realtime = Catalog().resolve("fun-asr-realtime")
+
+    def final_text() -> str:
+        engine = WhisperStreamEngine(recognizer, realtime, options, partial_model="whisper-tiny.en")
+        sentences, _ = engine.final(audio, 0, "en", speech_end_s=audio.shape[0] / 16000 - 0.2)
+        assert engine.stats["fast_finals"] == 1  # the short-window path, not the recognizer's
+        return " ".join(s.text for s in sentences)
+
+    assert "vandermolen" in final_text().lower()
+    monkeypatch.setattr(vocabulary_pass, "SUSPECT_RESEMBLANCE", 101.0)  # second look off
+    assert "vandermolen" not in final_text().lower()

@@ -160,17 +160,17 @@ def test_sentence_of_only_fillers_disappears_and_speaker_is_kept() -> None:
     assert [(s.text, s.speaker_id) for s in result] == [("Fine.", 1)]
 
 
-def test_suspected_terms_need_a_similar_low_confidence_span() -> None:
-    from voxgate.engine.vocabulary_pass import suspected_terms
+def test_suspects_in_need_a_similar_low_confidence_span() -> None:
+    from voxgate.engine.vocabulary_pass import suspects_in
 
     def words(*pairs: tuple[str, float]) -> list[Word]:
         return [Word(i * 100, i * 100 + 90, text, probability=p) for i, (text, p) in enumerate(pairs)]
 
     terms = [Hotword("Anandamide", 4), Hotword("Quillfeather", 4), Hotword("Grafana", 4)]
     garbled = words(("measured", 0.5), ("and", 0.4), ("and", 0.1), ("and", 0.3), ("my", 0.4), ("levels", 0.8))
-    suspects = [t.text for t in suspected_terms(garbled, "measured and and and my levels", terms, "en")]
+    suspects = [s.term.text for s in suspects_in(garbled, "measured and and and my levels", terms, "en")]
     assert suspects[0] == "Anandamide" and "Quillfeather" not in suspects
     confident = words(("The", 0.9), ("weather", 0.96), ("was", 0.99), ("cold", 1.0))
-    assert suspected_terms(confident, "The weather was cold", terms, "en") == []  # similar but sure
+    assert suspects_in(confident, "The weather was cold", terms, "en") == []  # similar but sure
     present = words(("Anandamide", 0.2), ("levels", 0.9))
-    assert suspected_terms(present, "Anandamide levels", terms, "en") == []  # already there
+    assert suspects_in(present, "Anandamide levels", terms, "en") == []  # already there
