@@ -237,6 +237,20 @@ def test_chinese_filler_removed_only_when_asked(sdk: None, folder: Path) -> None
     assert first["begin_time"] == first["words"][0]["begin_time"] > 0
 
 
+def test_chinese_itn_and_sensitive_words_in_file_results(sdk: None, folder: Path) -> None:
+    """三百二十五块钱 (espeak's pinyin voice): numerals to digits only with ITN; a listed word masked."""
+    speech = synth("san1 bai3 er4 shi2 wu3 kuai4 qian2", folder / "zh_money.wav", voice="cmn-latn-pinyin", speed=130)
+    (plain,) = transcribe([speech.as_uri()], language_hints=["zh"])
+    (normalized,) = transcribe([speech.as_uri()], language_hints=["zh"], inverse_text_normalization_enabled=True)
+    plain_text, normalized_text = plain["transcripts"][0]["text"], normalized["transcripts"][0]["text"]
+    assert "三百二十五" in plain_text and "325" not in plain_text, plain_text
+    assert "325" in normalized_text and "三百" not in normalized_text, normalized_text
+    word_filter = json.dumps({"filter_with_signed": {"word_list": ["块钱"]}})
+    (masked,) = transcribe([speech.as_uri()], language_hints=["zh"], special_word_filter=word_filter)
+    masked_text = masked["transcripts"][0]["text"]
+    assert "**" in masked_text and "块钱" not in masked_text and "三百二十五" in masked_text, masked_text
+
+
 def _user_audio(path: Path, context: str) -> list[dict[str, Any]]:
     return [
         {"role": "system", "content": [{"text": context}]},
