@@ -38,3 +38,10 @@ def test_cjk_sentences_join_without_spaces() -> None:
     sentences = group_sentences(words, "zh")
     assert len(sentences) == 1
     assert sentences[0].text == "你好，世界。"
+
+
+def test_title_abbreviation_does_not_end_a_sentence() -> None:
+    words = make_words([(0.0, 0.3, " Mr.", 0.9), (0.3, 0.9, " Okonkwo", 0.5), (0.9, 1.4, " approved.", 0.9)])
+    words += make_words([(1.6, 2.0, " Next", 0.9), (2.0, 2.3, " one.", 0.9)])
+    sentences = group_sentences(words, "en")
+    assert [s.text for s in sentences] == ["Mr. Okonkwo approved.", "Next one."]

@@ -7,6 +7,10 @@ from collections.abc import Iterable, Sequence
 from voxgate.engine.types import CJK_LANGUAGES, Sentence, Word
 
 SENTENCE_END = frozenset(".?!。？！…")
+# English words whose full stop marks an abbreviation, not the end of a sentence ("Mr. Okonkwo").
+ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "fig", "mt", "approx"}
+)
 PUNCTUATION = frozenset(".,?!;:。，？！；：、…\"'“”‘’()（）《》「」『』-—")
 
 
@@ -81,10 +85,14 @@ def group_sentences(
             if pause > max_pause_ms or too_long:
                 flush()
         current.append(word)
-        if word.punctuation and word.punctuation[-1] in SENTENCE_END:
+        if word.punctuation and word.punctuation[-1] in SENTENCE_END and not _abbreviation(word):
             flush()
     flush()
     return sentences
+
+
+def _abbreviation(word: Word) -> bool:
+    return word.punctuation == "." and word.text.strip().lower() in ABBREVIATIONS
 
 
 def words_of(sentences: Iterable[Sentence]) -> list[Word]:
