@@ -237,6 +237,17 @@ def test_chinese_filler_removed_only_when_asked(sdk: None, folder: Path) -> None
     assert first["begin_time"] == first["words"][0]["begin_time"] > 0
 
 
+def test_english_fillers_removed_only_when_asked(sdk: None, folder: Path) -> None:
+    url = synth("Hmm, well, um, let me check the schedule.", folder / "en_filler.wav").as_uri()
+    (plain,) = transcribe([url], language_hints=["en"])
+    (cleaned,) = transcribe([url], language_hints=["en"], disfluency_removal_enabled=True)
+    plain_text, cleaned_text = plain["transcripts"][0]["text"], cleaned["transcripts"][0]["text"]
+    assert "um" in plain_text.lower().replace(",", " ").split(), plain_text
+    assert "um" not in cleaned_text.lower().replace(",", " ").split() and "schedule" in cleaned_text, cleaned_text
+    words = [w["text"].strip().lower() for s in cleaned["transcripts"][0]["sentences"] for w in s["words"]]
+    assert "um" not in words and "check" in words
+
+
 def test_chinese_itn_and_sensitive_words_in_file_results(sdk: None, folder: Path) -> None:
     """三百二十五块钱 (espeak's pinyin voice): numerals to digits only with ITN; a listed word masked."""
     speech = synth("san1 bai3 er4 shi2 wu3 kuai4 qian2", folder / "zh_money.wav", voice="cmn-latn-pinyin", speed=130)
