@@ -525,3 +525,42 @@ def test_idle_connections_and_silent_tasks_time_out(small_server: RunningServer)
         expect_failed(silent, "no speech")
     finally:
         silent.close()
+
+
+def test_heartbeat_packets_keep_a_silent_task_alive(small_server: RunningServer) -> None:
+    ws = connect(small_server)
+    try:
+        silence = bytes(32000 * 12)  # 12 s of silence, longer than the server's idle timeout
+        events = run_task(
+            ws, "beat", silence + pcm_of("goforward.wav") + bytes(32000), chunk=16000, pace=0.05, heartbeat=True
+        )
+    finally:
+        ws.close()
+    assert events[-1]["header"]["event"] == "task-finished", events[-1]
+    beats = [
+        e["payload"]["output"]["sentence"]
+        for e in events
+        if e["header"]["event"] == "result-generated" and e["payload"]["output"]["sentence"]["heartbeat"]
+    ]
+    assert beats and all(b["text"] == "" and b["end_time"] is None and b["sentence_id"] == 0 for b in beats)
+    assert 9000 <= beats[0]["begin_time"] <= 12000  # after ~10 s of streamed silence
+    assert wer(GO, " ".join(s["text"] for s in finals(events))) <= 0.25
+
+
+def test_sdk_call_skips_heartbeat_packets(small_server: RunningServer, tmp_path: Path) -> None:
+    dashscope.base_websocket_api_url = inference_url(small_server)
+    dashscope.api_key = API_KEY
+    path = tmp_path / "quiet_then_speech.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(bytes(32000 * 12) + pcm_of("goforward.wav") + bytes(32000))
+    recognition = Recognition(
+        model="paraformer-realtime-v2", format="wav", sample_rate=16000, callback=None, heartbeat=True
+    )
+    result = recognition.call(str(path))
+    assert result.status_code == 200, result.message
+    sentences = result.get_sentence()
+    assert sentences and all(s["text"] for s in sentences), sentences  # no empty heartbeat sentence
+    assert wer(GO, " ".join(s["text"] for s in sentences)) <= 0.25

@@ -41,6 +41,7 @@ MAX_FRAME_BYTES = 1024 * 1024  # one binary audio frame (the SDKs send 3.2-12.8 
 MAX_TEXT_BYTES = 256 * 1024
 SILENCE_RANGE = (200, 6000)
 DEFAULT_SILENCE_MS = 800
+HEARTBEAT_EVERY_S = 10.0  # with heartbeat=true, one heartbeat packet per this much streamed audio without speech
 
 
 async def on_startup(services: Services) -> None:
@@ -120,6 +121,30 @@ class RunTask:
         self._ids: dict[int, int] = {}
         self._next_id = 1
         self.samples = 0
+        self.quiet_from = 0  # samples: where the current stretch without speech (or the last heartbeat) began
+
+    def heartbeat_due(self, in_speech: bool) -> bool:
+        """True once per :data:`HEARTBEAT_EVERY_S` of streamed audio without speech."""
+        if in_speech:
+            self.quiet_from = self.samples
+            return False
+        if self.samples - self.quiet_from >= HEARTBEAT_EVERY_S * 16000:
+            self.quiet_from = self.samples
+            return True
+        return False
+
+    def send_heartbeat(self) -> None:
+        """An empty, non-final sentence marked ``heartbeat`` (sentence_id 0): clients skip it."""
+        sentence: dict[str, Any] = {
+            "begin_time": round(self.samples / 16),
+            "end_time": None,
+            "text": "",
+            "heartbeat": True,
+            "sentence_end": False,
+            "sentence_id": 0,
+            "words": [],
+        }
+        self.outbox.put(_event(self.task_id, "result-generated", {"output": {"sentence": sentence}, "usage": None}))
 
     def sentence_id(self, utterance: int) -> int:
         if utterance not in self._ids:
@@ -402,6 +427,8 @@ class Connection:
     def _check_silence(self, task: RunTask) -> None:
         loop = asyncio.get_running_loop()
         assert task.stream is not None
+        if self.heartbeat and task.heartbeat_due(task.stream.in_speech):
+            task.send_heartbeat()
         if task.stream.in_speech:
             self.silent_since = loop.time()
             return
