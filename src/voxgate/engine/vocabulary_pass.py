@@ -118,15 +118,16 @@ class VocabularyRecheck:
         if end - start < SAMPLE_RATE // 5 or end - start > MAX_CLIP_S * SAMPLE_RATE:
             return None
         clip = np.ascontiguousarray(self.audio[start:end])
-        scorer = TextScorer(self.model, clip, self.language, hotword_prompt(terms, self.language))
-        original = scorer.logprob(sentence.text)
         focus = [suspect.term for suspect in suspects[:FOCUSED_TERMS]]
         words = self._focused_decode(clip, focus, self.offset_ms + round(start * 1000 / SAMPLE_RATE))
         if words is None:
             return None
-        text = sentence_text(words, self.language).lower()
-        weight = max(min(5, max(1, t.weight)) for t in focus if t.text.lower() in text)
-        if scorer.logprob(sentence_text(words, self.language)) < original - NATS_PER_WEIGHT * weight:
+        text = sentence_text(words, self.language)
+        weight = max((min(5, max(1, t.weight)) for t in focus if t.text.lower() in text.lower()), default=0)
+        if not weight:
+            return None
+        scorer = TextScorer(self.model, clip, self.language, hotword_prompt(terms, self.language))
+        if scorer.logprob(text) < scorer.logprob(sentence.text) - NATS_PER_WEIGHT * weight:
             return None
         regrouped = group_sentences(words, self.language, max_pause_ms=self.max_pause_ms)
         return [replace(item, language=sentence.language, speaker_id=sentence.speaker_id) for item in regrouped] or None
