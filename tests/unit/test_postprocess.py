@@ -168,7 +168,7 @@ def test_suspects_in_need_a_similar_low_confidence_span() -> None:
 
     terms = [Hotword("Anandamide", 4), Hotword("Quillfeather", 4), Hotword("Grafana", 4)]
     garbled = words(("measured", 0.5), ("and", 0.4), ("and", 0.1), ("and", 0.3), ("my", 0.4), ("levels", 0.8))
-    suspects = [s.term.text for s in suspects_in(garbled, "measured and and and my levels", terms, "en")]
+    suspects = [t.text for t in suspects_in(garbled, "measured and and and my levels", terms, "en")]
     assert suspects[0] == "Anandamide" and "Quillfeather" not in suspects
     confident = words(("The", 0.9), ("weather", 0.96), ("was", 0.99), ("cold", 1.0))
     assert suspects_in(confident, "The weather was cold", terms, "en") == []  # similar but sure

@@ -32,7 +32,7 @@ from voxgate.engine.prompts import context_prompt, hotword_prompt
 from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import RecognitionOptions, Sentence
-from voxgate.engine.vocabulary_pass import VocabularyRecheck
+from voxgate.engine.vocabulary_pass import second_look
 
 log = logging.getLogger("voxgate.stream")
 
@@ -317,16 +317,15 @@ class WhisperStreamEngine:
                 self.stats["fast_finals"] += 1
                 built = make_words(words, offset_ms)
                 sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
-                if self.options.hotwords:
-                    recheck = VocabularyRecheck(
-                        self._final_decoder.model,
-                        audio,
-                        offset_ms,
-                        language,
-                        self.profile.beam_size,
-                        self.options.max_sentence_silence_ms,
-                    )
-                    sentences = recheck.apply(sentences, self.options.hotwords)
+                sentences = second_look(
+                    self._final_decoder.model,
+                    audio,
+                    offset_ms,
+                    sentences,
+                    self.options,
+                    language,
+                    self.profile.beam_size,
+                )
                 sentences = postprocess.apply(sentences, self.options, language)
                 return self._remember(self._label(sentences, audio)), language
         self.stats["full_finals"] += 1

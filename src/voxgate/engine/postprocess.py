@@ -253,7 +253,7 @@ def hotword_threshold(term: Hotword) -> float:
 
 def correct_hotwords(words: list[Word], hotwords: Sequence[Hotword], language: str | None) -> list[Word]:
     """Rewrite word spans that nearly spell or sound like a vocabulary term (rapidfuzz over word n-grams)."""
-    terms = [h for h in hotwords if h.text.strip() and (not h.lang or not language or h.lang == language)]
+    terms = [h for h in hotwords if h.text.strip() and h.applies_to(language)]
     terms.sort(key=lambda h: (-h.weight, -len(h.text)))
     for term in terms:
         target = _squash(term.text)

@@ -7,7 +7,7 @@ from voxgate.engine.types import Hotword
 
 def hotword_prompt(hotwords: list[Hotword], language: str | None, max_chars: int = 200) -> str | None:
     """Vocabulary terms as a decoder prompt: heaviest first, language-filtered, length-capped."""
-    terms = [h for h in hotwords if not h.lang or not language or h.lang == language]
+    terms = [h for h in hotwords if h.applies_to(language)]
     terms.sort(key=lambda h: -h.weight)
     out: list[str] = []
     used = 0

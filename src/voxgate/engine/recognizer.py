@@ -28,7 +28,7 @@ from voxgate.engine.models import BUNDLED, assemble
 from voxgate.engine.prompts import context_prompt, hotword_prompt
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import FileResult, RecognitionOptions, Sentence, Transcript
-from voxgate.engine.vocabulary_pass import VocabularyRecheck
+from voxgate.engine.vocabulary_pass import second_look
 from voxgate.errors import ModelUnavailable
 
 ProgressCallback = Callable[[float], None]  # seconds of audio done (per call, cumulative)
@@ -265,12 +265,7 @@ class Recognizer:
         raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
         words = make_words(raw, offset_ms)
         sentences = group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
-        if options.hotwords:
-            recheck = VocabularyRecheck(
-                model, audio, offset_ms, language, profile.beam_size, options.max_sentence_silence_ms
-            )
-            sentences = recheck.apply(sentences, options.hotwords)
-        return sentences
+        return second_look(model, audio, offset_ms, sentences, options, language, profile.beam_size)
 
 
 @functools.cache

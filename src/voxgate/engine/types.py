@@ -76,6 +76,10 @@ class Hotword:
     weight: int = 4
     lang: str | None = None
 
+    def applies_to(self, language: str | None) -> bool:
+        """A term with a ``lang`` is used only for audio in that language (or of unknown language)."""
+        return not self.lang or not language or self.lang == language
+
 
 @dataclass(slots=True)
 class RecognitionOptions:

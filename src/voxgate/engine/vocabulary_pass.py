@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -27,7 +27,7 @@ from voxgate.engine.guards import clean_segments
 from voxgate.engine.postprocess import similarity
 from voxgate.engine.prompts import hotword_prompt
 from voxgate.engine.sentences import group_sentences, make_words, sentence_text
-from voxgate.engine.types import CJK_LANGUAGES, Hotword, Sentence, Word
+from voxgate.engine.types import CJK_LANGUAGES, Hotword, RecognitionOptions, Sentence, Word
 
 SAMPLE_RATE = 16_000
 FULL_FRAMES = 3000
@@ -42,26 +42,16 @@ MAX_CLIP_S = 28.0
 NATS_PER_WEIGHT = 1.0
 
 
-@dataclass(slots=True)
-class Suspect:
-    """A vocabulary term and the low-confidence word span (``first``..``last``) that resembles it."""
-
-    term: Hotword
-    first: int
-    last: int
-    resemblance: float
-
-
-def suspects_in(words: Sequence[Word], text: str, terms: Sequence[Hotword], language: str | None) -> list[Suspect]:
-    """Terms missing from ``text`` that a low-confidence word span resembles, with their best span."""
+def suspects_in(words: Sequence[Word], text: str, terms: Sequence[Hotword], language: str | None) -> list[Hotword]:
+    """Terms missing from ``text`` that a low-confidence word span resembles, most resembling first."""
     cjk = language in CJK_LANGUAGES
     lowered = text.lower()
     known = {t.text.strip().lower() for t in terms}
-    found: list[Suspect] = []
+    found: list[tuple[float, Hotword]] = []
     for term in terms:
         if not term.text.strip() or term.text.lower() in lowered:
             continue
-        best: Suspect | None = None
+        best = 0.0
         for first in range(len(words)):
             for last in range(first, min(len(words), first + MAX_SPAN_WORDS)):
                 span = words[first : last + 1]
@@ -72,13 +62,28 @@ def suspects_in(words: Sequence[Word], text: str, terms: Sequence[Hotword], lang
                 spoken = ("" if cjk else " ").join(w.text.strip() for w in span)
                 if sum(ch.isalnum() for ch in spoken) < (2 if cjk else MIN_SPAN_LETTERS):
                     continue
-                score = similarity(spoken, term.text, cjk)
-                if score >= SUSPECT_RESEMBLANCE and (best is None or score > best.resemblance):
-                    best = Suspect(term, first, last, score)
-        if best is not None:
-            found.append(best)
-    found.sort(key=lambda s: -s.resemblance)
-    return found
+                best = max(best, similarity(spoken, term.text, cjk))
+        if best >= SUSPECT_RESEMBLANCE:
+            found.append((best, term))
+    found.sort(key=lambda item: -item[0])
+    return [term for _, term in found]
+
+
+def second_look(
+    model: WhisperModel,
+    audio: np.ndarray,
+    offset_ms: int,
+    sentences: list[Sentence],
+    options: RecognitionOptions,
+    language: str | None,
+    beam_size: int,
+) -> list[Sentence]:
+    """``sentences`` decoded from ``audio`` (which starts at ``offset_ms``), with the vocabulary second look
+    applied when the request has a vocabulary."""
+    if not options.hotwords:
+        return sentences
+    recheck = VocabularyRecheck(model, audio, offset_ms, language, beam_size, options.max_sentence_silence_ms)
+    return recheck.apply(sentences, options.hotwords)
 
 
 class VocabularyRecheck:
@@ -102,23 +107,22 @@ class VocabularyRecheck:
 
     def apply(self, sentences: list[Sentence], hotwords: Sequence[Hotword]) -> list[Sentence]:
         """``sentences`` with suspect ones replaced where the acoustic model supports a term."""
-        language = self.language
-        terms = [h for h in hotwords if not h.lang or not language or h.lang == language]
+        terms = [h for h in hotwords if h.applies_to(self.language)]
         out: list[Sentence] = []
         for sentence in sentences:
-            suspects = suspects_in(sentence.words, sentence.text, terms, language)
+            suspects = suspects_in(sentence.words, sentence.text, terms, self.language)
             replacement = self._recheck(sentence, suspects, terms) if suspects else None
             out.extend(replacement if replacement is not None else [sentence])
         return out
 
-    def _recheck(self, sentence: Sentence, suspects: list[Suspect], terms: list[Hotword]) -> list[Sentence] | None:
+    def _recheck(self, sentence: Sentence, suspects: list[Hotword], terms: list[Hotword]) -> list[Sentence] | None:
         start = int((sentence.begin_time - self.offset_ms) / 1000 * SAMPLE_RATE - CLIP_PAD_S * SAMPLE_RATE)
         end = int((sentence.end_time - self.offset_ms) / 1000 * SAMPLE_RATE + CLIP_PAD_S * SAMPLE_RATE)
         start, end = max(0, start), min(self.audio.shape[0], end)
         if end - start < SAMPLE_RATE // 5 or end - start > MAX_CLIP_S * SAMPLE_RATE:
             return None
         clip = np.ascontiguousarray(self.audio[start:end])
-        focus = [suspect.term for suspect in suspects[:FOCUSED_TERMS]]
+        focus = suspects[:FOCUSED_TERMS]
         words = self._focused_decode(clip, focus, self.offset_ms + round(start * 1000 / SAMPLE_RATE))
         if words is None:
             return None
