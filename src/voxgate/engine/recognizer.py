@@ -118,7 +118,7 @@ class Recognizer:
         sentences = self._decode_block(name, audio, options, profile, language, offset_ms)
         if options.diarization:
             sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
-        return postprocess.apply(sentences, options, language), language
+        return postprocess.apply(sentences, options, options.text_language(language)), language
 
     # -- files ----------------------------------------------------------------------------------------
     def transcribe_file(
@@ -211,7 +211,7 @@ class Recognizer:
             run(final=True)
         if track is not None:
             sentences = track.label(sentences)
-        sentences = postprocess.apply(sentences, options, language)
+        sentences = postprocess.apply(sentences, options, options.text_language(language))
         return Transcript(
             channel_id=channel,
             sentences=sentences,
@@ -251,6 +251,7 @@ class Recognizer:
         segments, _info = self.pipeline(name).transcribe(
             audio,
             language=language or "en",
+            task=options.task,
             beam_size=profile.beam_size,
             word_timestamps=True,
             vad_filter=True,
@@ -264,7 +265,11 @@ class Recognizer:
         kept = clean_segments(list(segments))
         raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
         words = make_words(raw, offset_ms)
-        sentences = group_sentences(words, language, max_pause_ms=options.max_sentence_silence_ms)
+        sentences = group_sentences(
+            words, options.text_language(language), max_pause_ms=options.max_sentence_silence_ms
+        )
+        if options.task == "translate":
+            return sentences
         return second_look(model, audio, offset_ms, sentences, options, language, profile.beam_size)
 
 

@@ -6,6 +6,7 @@ Times are integer milliseconds of audio time, measured from the start of the fil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(slots=True)
@@ -99,6 +100,12 @@ class RecognitionOptions:
     speaker_count: int | None = None
     max_sentence_silence_ms: int = 800
     simplified_chinese: bool = True
+    task: Literal["transcribe", "translate"] = "transcribe"
+    """``translate``: Whisper's translate task, English text of speech in any language."""
+
+    def text_language(self, spoken: str | None) -> str | None:
+        """The language of the produced text: English when translating, else the spoken language."""
+        return "en" if self.task == "translate" else spoken
 
 
 CJK_LANGUAGES = frozenset({"zh", "ja", "yue", "ko"})
