@@ -4,11 +4,13 @@ tests/integration/test_file_jobs.py)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
@@ -16,7 +18,16 @@ from voxgate.engine.types import AudioInfo, FileResult, Hotword, Sentence, Trans
 from voxgate.errors import InvalidParameter, Throttling
 from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.params import parse_job_parameters
-from voxgate.jobs.store import CANCELED, PENDING, RUNNING, SUCCEEDED, JobStore
+from voxgate.jobs.store import (
+    CANCELED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    TOO_MANY_ATTEMPTS,
+    JobStore,
+)
 
 
 class FakeRecognizer:
@@ -170,3 +181,70 @@ def test_vocabulary_lookup_is_cached_until_changed(tmp_path: Path) -> None:
     assert not store.delete_vocabulary("vocab-a-1", owner="someone else")
     assert store.delete_vocabulary("vocab-a-1", owner="o")
     assert store.hotwords("vocab-a-1") is None
+
+
+def test_file_that_keeps_crashing_the_server_fails_after_the_attempt_limit(tmp_path: Path) -> None:
+    """Each round is one server life: start (requeue), claim, start the file, die. The third interruption
+    of the same file fails it; the executor's next start settles the task without touching the file."""
+    executor, store, recognizer = _executor(tmp_path, job_max_attempts=3)
+    store.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=_files(tmp_path, 2))
+    assert store.claim_next() == "t"
+    store.finish_file("t", 0, status=SUCCEEDED, duration_ms=1000)
+    for _life in range(3):
+        store.requeue_interrupted(3)
+        assert store.claim_next() == "t"
+        store.start_file("t", 1)  # the process dies while recognizing file 1
+    executor.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (task := store.get_task("t")) is not None and task.status not in TERMINAL:
+            assert time.monotonic() < deadline, "the task never settled"
+            time.sleep(0.05)
+    finally:
+        executor.stop()
+    assert recognizer.calls == []
+    assert task is not None and task.status == SUCCEEDED  # one file succeeded before the crashes
+    assert [f.status for f in task.files] == [SUCCEEDED, FAILED]
+    assert task.files[1].code == TOO_MANY_ATTEMPTS and "3 times" in (task.files[1].message or "")
+    assert task.files[1].attempts == 3
+
+
+def test_interrupted_file_below_the_limit_runs_again(tmp_path: Path) -> None:
+    executor, store, recognizer = _executor(tmp_path, job_max_attempts=3)
+    store.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=_files(tmp_path, 1))
+    for _life in range(2):
+        store.requeue_interrupted(3)
+        assert store.claim_next() == "t"
+        store.start_file("t", 0)
+    store.requeue_interrupted(3)
+    assert store.claim_next() == "t"
+    executor.run_task("t")
+    task = store.get_task("t")
+    assert task is not None and task.status == SUCCEEDED and recognizer.calls == ["f0.wav"]
+
+
+def test_single_file_task_that_keeps_crashing_fails_with_the_code(tmp_path: Path) -> None:
+    executor, store, _ = _executor(tmp_path)
+    store.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=_files(tmp_path, 1))
+    for _life in range(3):
+        store.requeue_interrupted()
+        assert store.claim_next() == "t"
+        store.start_file("t", 0)
+    store.requeue_interrupted()
+    assert store.claim_next() == "t"
+    executor.run_task("t")
+    task = store.get_task("t")
+    assert task is not None and task.status == FAILED and task.code == TOO_MANY_ATTEMPTS
+
+
+def test_database_from_before_attempt_counting_gains_the_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = JobStore(url)
+    old.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=["x"])
+    with old.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE task_files DROP COLUMN attempts"))
+    old.close()
+    store = JobStore(url)
+    store.start_file("t", 0)
+    task = store.get_task("t")
+    assert task is not None and task.files[0].attempts == 1

@@ -64,7 +64,7 @@ class JobExecutor:
         """Requeue interrupted tasks, clear stale downloads, start the workers and the janitor."""
         self.results_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.fetcher.tmp_dir, ignore_errors=True)
-        resumed = self.store.requeue_interrupted()
+        resumed = self.store.requeue_interrupted(self.settings.job_max_attempts)
         if resumed:
             log.info("resuming %d interrupted file job(s): %s", len(resumed), ", ".join(resumed))
         self.cleanup()

@@ -26,13 +26,20 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from voxgate.engine.types import Hotword
+
+# A file whose recognition was interrupted this many times (the process died or was stopped while on it) is
+# not started again: it fails with this code.
+DEFAULT_MAX_ATTEMPTS = 3
+TOO_MANY_ATTEMPTS = "InvalidFile.TooManyAttempts"
 
 # Task and file states (DashScope names).
 PENDING = "PENDING"
@@ -87,6 +94,7 @@ class FileRow(Base):
     processed_ms: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_token: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times recognition started
     task: Mapped[TaskRow] = relationship(back_populates="files")
 
 
@@ -123,6 +131,7 @@ class FileView:
     processed_ms: int
     duration_ms: int | None
     result_token: str | None
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -178,6 +187,7 @@ def _task_view(row: TaskRow) -> TaskView:
                 f.processed_ms,
                 f.duration_ms,
                 f.result_token,
+                f.attempts,
             )
             for f in row.files
         ],
@@ -197,6 +207,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added after a database was created (``create_all`` only creates missing tables)."""
+    present = {c["name"] for c in inspect(engine).get_columns("task_files")}
+    if "attempts" not in present:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE task_files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode, a busy timeout and cross-thread use."""
     if url.startswith("sqlite"):
@@ -213,6 +231,7 @@ class JobStore:
         self.url = url
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._vocab_cache: dict[str, list[Hotword] | None] = {}
         self._vocab_lock = threading.Lock()
@@ -310,25 +329,35 @@ class JobStore:
                     return task_id
             return None
 
-    def requeue_interrupted(self) -> list[str]:
-        """After a restart: RUNNING tasks (and their unfinished files) go back to PENDING."""
+    def requeue_interrupted(self, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[str]:
+        """After a restart: RUNNING tasks go back to PENDING, and so do their interrupted files, except a file
+        already started ``max_attempts`` times: it is FAILED with :data:`TOO_MANY_ATTEMPTS` (a file that
+        crashes the process must not be retried forever)."""
         with self._session() as s:
             ids = list(s.scalars(select(TaskRow.id).where(TaskRow.status == RUNNING)).all())
             if ids:
                 s.execute(update(TaskRow).where(TaskRow.id.in_(ids)).values(status=PENDING))
+                interrupted = (FileRow.task_id.in_(ids), FileRow.status == RUNNING)
                 s.execute(
                     update(FileRow)
-                    .where(FileRow.task_id.in_(ids), FileRow.status == RUNNING)
-                    .values(status=PENDING, processed_ms=0)
+                    .where(*interrupted, FileRow.attempts >= max_attempts)
+                    .values(
+                        status=FAILED,
+                        code=TOO_MANY_ATTEMPTS,
+                        message=f"recognition of this file was interrupted {max_attempts} times (the server "
+                        "stopped or crashed while on it); it is not retried again",
+                    )
                 )
+                s.execute(update(FileRow).where(*interrupted).values(status=PENDING, processed_ms=0))
             return ids
 
     def start_file(self, task_id: str, position: int) -> None:
+        """Mark a file RUNNING and count the attempt (read by :meth:`requeue_interrupted`)."""
         with self._session() as s:
             s.execute(
                 update(FileRow)
                 .where(FileRow.task_id == task_id, FileRow.position == position)
-                .values(status=RUNNING, processed_ms=0, code=None, message=None)
+                .values(status=RUNNING, processed_ms=0, code=None, message=None, attempts=FileRow.attempts + 1)
             )
 
     def file_progress(self, task_id: str, position: int, processed_ms: int, duration_ms: int | None = None) -> None:
