@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -13,9 +14,15 @@ from types import ModuleType
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from voxgate.api.auth import RateLimiter
 from voxgate.api.errors import install_error_handlers
 from voxgate.config import Settings
+from voxgate.engine.catalog import Catalog
+from voxgate.engine.recognizer import EngineConfig, Recognizer
+from voxgate.jobs.executor import JobExecutor
+from voxgate.jobs.store import JobStore
 from voxgate.services import Services
+from voxgate.uploads import UploadSigner, sweep_uploads
 
 log = logging.getLogger("voxgate")
 
@@ -34,40 +41,86 @@ ROUTER_MODULES = (
 
 
 def _adapter_modules() -> list[ModuleType]:
-    found = []
-    for name in ROUTER_MODULES:
+    """Every adapter module; one that fails to import stops the start with its error."""
+    return [importlib.import_module(name) for name in ROUTER_MODULES]
+
+
+def build_services(settings: Settings) -> Services:
+    """The services that exist before the lifespan starts (the recognizer loads its models lazily)."""
+    engine = EngineConfig(
+        model_dir=settings.model_dir,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.decode_workers,
+        batch_size=settings.batch_size,
+    )
+    return Services(
+        settings=settings,
+        catalog=Catalog(settings.model_profiles),
+        recognizer=Recognizer(engine),
+        rate_limiter=RateLimiter(),
+    )
+
+
+async def _sweep_uploads_forever(settings: Settings) -> None:
+    while True:
         try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        found.append(module)
-    return found
+            removed = await asyncio.to_thread(sweep_uploads, settings)
+            if removed:
+                log.info("removed %d expired uploads", removed)
+        except Exception:
+            log.exception("upload sweep failed")
+        await asyncio.sleep(3600)
+
+
+@asynccontextmanager
+async def opened(services: Services) -> AsyncIterator[None]:
+    """Open the job store, the upload signer and the job executor (resuming interrupted jobs); close them
+    in reverse order. A database that cannot be opened stops the start with its error."""
+    settings = services.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    services.upload_signer = await asyncio.to_thread(UploadSigner.load, settings.data_dir)
+    store = await asyncio.to_thread(JobStore, settings.resolved_database_url())
+    services.store = store
+    services.vocabularies = store
+    executor = JobExecutor(store, services)
+    await asyncio.to_thread(executor.start)
+    services.executor = executor
+    sweeper = asyncio.create_task(_sweep_uploads_forever(settings))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        executor.stop()
+        services.executor = None
+        services.vocabularies = None
+        services.store = None
+        await asyncio.to_thread(store.close)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the application. Models load once, in the lifespan, before ``/health`` reports ready."""
     settings = settings or Settings()
-    services = services or Services.build(settings)
+    services = services or build_services(settings)
     modules = _adapter_modules()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("voxgate settings: %s", json.dumps(settings.describe(), default=str))
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model])
-        for module in modules:
-            if hasattr(module, "on_startup"):
-                await module.on_startup(services)
-        app.state.ready = True
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            for module in reversed(modules):
-                if hasattr(module, "on_shutdown"):
-                    await module.on_shutdown(services)
+        async with opened(services):
+            for module in modules:
+                if hasattr(module, "on_startup"):
+                    await module.on_startup(services)
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
+                for module in reversed(modules):
+                    if hasattr(module, "on_shutdown"):
+                        await module.on_shutdown(services)
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
     app.state.services = services

@@ -3,48 +3,71 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from voxgate.api.auth import RateLimiter
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
-from voxgate.engine.recognizer import EngineConfig, Recognizer
+from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.types import Hotword
-from voxgate.errors import InvalidParameter
+from voxgate.errors import InvalidParameter, ModelUnavailable
+
+if TYPE_CHECKING:
+    from voxgate.jobs.executor import JobExecutor
+    from voxgate.jobs.store import JobStore
+    from voxgate.uploads import UploadSigner
 
 
 class VocabularyLookup(Protocol):
-    """Resolves a ``vocabulary_id`` to its hotwords (None if there is no such vocabulary)."""
+    """Resolves a ``vocabulary_id`` to its hotwords (None if there is no such vocabulary, or with ``owner``
+    if it belongs to someone else)."""
 
-    def hotwords(self, vocabulary_id: str) -> list[Hotword] | None: ...
+    def hotwords(self, vocabulary_id: str, owner: str | None = None) -> list[Hotword] | None: ...
+
+
+class RequestLimiter(Protocol):
+    """Counts a call of ``key`` against ``bucket`` at ``rate`` per second; raises ``Throttling`` when over."""
+
+    def hit(self, key: str, bucket: str, rate: float) -> None: ...
 
 
 @dataclass
 class Services:
-    """Everything a request handler may use. Built once in the app's lifespan."""
+    """Everything a request handler may use. Built and closed by the app's lifespan (``voxgate.app``);
+    routers only read these fields."""
 
     settings: Settings
     catalog: Catalog
     recognizer: Recognizer
-    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    rate_limiter: RequestLimiter
+    store: JobStore | None = None
+    executor: JobExecutor | None = None
+    upload_signer: UploadSigner | None = None
     vocabularies: VocabularyLookup | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    scheduler: Any = None  # the decode scheduler (real-time and synchronous work)
+    extras: dict[str, Any] = field(default_factory=dict)  # stream scheduler and sync gate, until ``scheduler``
 
-    @classmethod
-    def build(cls, settings: Settings) -> Services:
-        engine = EngineConfig(
-            model_dir=settings.model_dir,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.decode_workers,
-            batch_size=settings.batch_size,
-        )
-        return cls(settings=settings, catalog=Catalog(settings.model_profiles), recognizer=Recognizer(engine))
+    def jobs(self) -> JobStore:
+        """The job store (an error before the lifespan opened it)."""
+        if self.store is None:
+            raise ModelUnavailable("the job store is not running")
+        return self.store
 
-    def hotwords_for(self, vocabulary_id: str | None) -> list[Hotword]:
-        """Hotwords of a vocabulary; an unknown id is an ``InvalidParameter`` naming ``vocabulary_id``."""
+    def job_executor(self) -> JobExecutor:
+        if self.executor is None:
+            raise ModelUnavailable("the job executor is not running")
+        return self.executor
+
+    def signer(self) -> UploadSigner:
+        if self.upload_signer is None:
+            raise ModelUnavailable("uploads are not available yet")
+        return self.upload_signer
+
+    def hotwords_for(self, vocabulary_id: str | None, owner: str | None = None) -> list[Hotword]:
+        """Hotwords of a vocabulary; an unknown id (or, with ``owner``, another key's vocabulary) is an
+        ``InvalidParameter`` naming ``vocabulary_id``. Blocking: call from a worker thread."""
         if not vocabulary_id:
             return []
-        found = self.vocabularies.hotwords(vocabulary_id) if self.vocabularies else None
+        found = self.vocabularies.hotwords(vocabulary_id, owner) if self.vocabularies else None
         if found is None:
             raise InvalidParameter(f"vocabulary_id '{vocabulary_id}' does not exist", param="vocabulary_id")
         return found

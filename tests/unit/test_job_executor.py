@@ -54,7 +54,7 @@ def _executor(tmp_path: Path, **settings: Any) -> tuple[JobExecutor, JobStore, F
     store = JobStore(config.resolved_database_url())
     recognizer = FakeRecognizer()
     services = SimpleNamespace(
-        settings=config, catalog=Catalog(), recognizer=recognizer, hotwords_for=lambda vocabulary_id: []
+        settings=config, catalog=Catalog(), recognizer=recognizer, hotwords_for=lambda vocabulary_id, owner=None: []
     )
     return JobExecutor(store, services), store, recognizer  # type: ignore[arg-type]
 

@@ -23,7 +23,7 @@ from voxgate.api.audio_source import (
     wrap_raw_pcm,
 )
 from voxgate.api.dashscope import generation
-from voxgate.api.dashscope.uploads import UploadDenied, check_policy, key_path, make_policy, resolve_oss
+from voxgate.api.dashscope.uploads import UploadDenied, check_policy, make_policy
 from voxgate.api.sync_recognition import (
     ClipResult,
     StreamStep,
@@ -38,6 +38,7 @@ from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling
+from voxgate.uploads import UploadSigner, key_path, owns, resolve_oss
 
 
 def test_data_uri_accepts_audio_and_refuses_everything_else() -> None:
@@ -75,6 +76,10 @@ def test_upload_keys_stay_inside_the_uploads_folder(tmp_path: Path) -> None:
         resolve_oss(settings, "oss://dashscope-instant/abc/missing.wav")
     with pytest.raises(InvalidParameter):
         resolve_oss(settings, "oss://../../etc/passwd")
+    assert owns("oss://dashscope-instant/abc/a b.wav", "abc") and not owns("oss://dashscope-instant/abc/a", "ab")
+    assert resolve_oss(settings, "oss://dashscope-instant/abc/a b.wav", owner="abc") == stored
+    with pytest.raises(InvalidParameter, match="does not exist"):  # another key's upload looks missing
+        resolve_oss(settings, "oss://dashscope-instant/abc/a b.wav", owner="xyz")
 
 
 def _form(**fields: str) -> MultipartForm:
@@ -82,8 +87,10 @@ def _form(**fields: str) -> MultipartForm:
 
 
 def test_upload_policy_signature_and_prefix(tmp_path: Path) -> None:
-    services: Any = SimpleNamespace(settings=Settings(data_dir=tmp_path), extras={})
-    policy = make_policy(services, "http://host/api/v1/uploads")
+    settings = Settings(data_dir=tmp_path)
+    services: Any = SimpleNamespace(settings=settings, signer=lambda: UploadSigner.load(tmp_path))
+    policy = make_policy(services, "http://host/api/v1/uploads", "owner1")
+    assert policy["upload_dir"].startswith("dashscope-instant/owner1/")
     key = policy["upload_dir"] + "/a.wav"
     assert check_policy(services, _form(policy=policy["policy"], Signature=policy["signature"], key=key)) == key
     with pytest.raises(UploadDenied, match="signature"):
@@ -96,7 +103,7 @@ def test_upload_policy_signature_and_prefix(tmp_path: Path) -> None:
     with pytest.raises(UploadDenied):
         check_policy(services, _form(policy=forged, Signature=policy["signature"], key="dashscope-instant/x/a"))
     # another process with the same data_dir shares the signing key
-    other: Any = SimpleNamespace(settings=services.settings, extras={})
+    other: Any = SimpleNamespace(settings=settings, signer=lambda: UploadSigner.load(tmp_path))
     assert check_policy(other, _form(policy=policy["policy"], Signature=policy["signature"], key=key)) == key
 
 

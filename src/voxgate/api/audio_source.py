@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import os
-import struct
 import tempfile
+import wave
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from voxgate.config import Settings
 from voxgate.errors import AudioError, InvalidParameter, VoxgateError
+from voxgate.jobs.fetch import Fetcher
+from voxgate.uploads import resolve_oss
 
 DATA_URI_MAX_CHARS = 10 * 1024 * 1024  # encoded size limit of a data URI (DashScope: 10 MB)
 _AUDIO_MIME_EXTRA = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
@@ -83,8 +86,6 @@ class LocalAudio:
 
 
 def _fetch(url: str, settings: Settings, max_bytes: int) -> LocalAudio:
-    from voxgate.jobs.fetch import Fetcher  # imported late: the job package is optional at import time
-
     fetcher = Fetcher(settings)
     fetcher.max_bytes = min(fetcher.max_bytes, max_bytes)
     fetched = fetcher.fetch(url)
@@ -97,8 +98,13 @@ def _check_local_size(path: Path, max_bytes: int, param: str) -> None:
         raise PayloadTooLarge(f"the audio file is {_mb(size)}; the limit is {_mb(max_bytes)}", param=param)
 
 
-async def load_audio(ref: object, settings: Settings, *, param: str, max_bytes: int | None = None) -> LocalAudio:
-    """Resolve an audio reference from a request body. Raises :class:`InvalidParameter` naming ``param``."""
+async def load_audio(
+    ref: object, settings: Settings, *, param: str, max_bytes: int | None = None, owner: str | None = None
+) -> LocalAudio:
+    """Resolve an audio reference from a request body. Raises :class:`InvalidParameter` naming ``param``.
+
+    ``owner``: the caller's owner tag; an ``oss://`` upload of another key is answered as missing.
+    """
     limit = max_bytes or settings.sync_max_bytes
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidParameter("the audio reference must be a non-empty string (URL or data URI)", param=param)
@@ -107,9 +113,7 @@ async def load_audio(ref: object, settings: Settings, *, param: str, max_bytes: 
     if scheme == "data":
         return LocalAudio(source=await asyncio.to_thread(decode_data_uri, ref, param=param))
     if scheme == "oss":
-        from voxgate.api.dashscope.uploads import resolve_oss
-
-        path = resolve_oss(settings, ref)
+        path = await asyncio.to_thread(resolve_oss, settings, ref, owner=owner, param=param)
         _check_local_size(path, limit, param)
         return LocalAudio(source=path)
     if scheme in ("http", "https", "file"):
@@ -125,10 +129,10 @@ async def load_audio(ref: object, settings: Settings, *, param: str, max_bytes: 
 
 @asynccontextmanager
 async def audio_reference(
-    ref: object, settings: Settings, *, param: str, max_bytes: int | None = None
+    ref: object, settings: Settings, *, param: str, max_bytes: int | None = None, owner: str | None = None
 ) -> AsyncIterator[AudioSource]:
     """``async with audio_reference(...) as source``: local audio, temporary copies removed afterwards."""
-    local = await load_audio(ref, settings, param=param, max_bytes=max_bytes)
+    local = await load_audio(ref, settings, param=param, max_bytes=max_bytes, owner=owner)
     try:
         yield local.source
     finally:
@@ -136,12 +140,15 @@ async def audio_reference(
 
 
 def wrap_raw_pcm(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
-    """A WAV header in front of little-endian 16-bit PCM so the decoder can read it."""
+    """Little-endian 16-bit PCM as a WAV file (stdlib ``wave``) so the decoder can read it."""
     block = 2 * channels
-    data_len = len(pcm) - len(pcm) % block
-    header = b"RIFF" + struct.pack("<I", 36 + data_len) + b"WAVEfmt "
-    header += struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, 16)
-    return header + b"data" + struct.pack("<I", data_len) + pcm[:data_len]
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(2)
+        writer.setframerate(sample_rate)
+        writer.writeframes(pcm[: len(pcm) - len(pcm) % block])
+    return out.getvalue()
 
 
 # -- streamed multipart ---------------------------------------------------------------------------

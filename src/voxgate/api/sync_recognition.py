@@ -248,9 +248,11 @@ async def load_samples(
     param: str,
     audio_format: str | None = None,
     sample_rate: int | None = None,
+    owner: str | None = None,
 ) -> np.ndarray:
-    """Fetch and decode the referenced audio (worker threads); temporary copies are removed afterwards."""
-    async with audio_reference(ref, services.settings, param=param) as source:
+    """Fetch and decode the referenced audio (worker threads); temporary copies are removed afterwards.
+    ``owner``: the caller's owner tag (``oss://`` uploads of other keys are refused)."""
+    async with audio_reference(ref, services.settings, param=param, owner=owner) as source:
         return await asyncio.to_thread(
             decode_for_sync, source, services.settings, audio_format=audio_format, sample_rate=sample_rate
         )

@@ -138,7 +138,7 @@ class JobExecutor:
         try:
             profile = self.services.catalog.resolve(task.model, mode="file")
             params = parse_job_parameters(task.parameters)
-            params.options.hotwords = self.services.hotwords_for(params.vocabulary_id)
+            params.options.hotwords = self.services.hotwords_for(params.vocabulary_id, task.owner)
         except VoxgateError as exc:
             for f in task.files:
                 if f.status not in TERMINAL:

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import httpx
 
 from voxgate.config import Settings
-from voxgate.errors import VoxgateError
+from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.uploads import UploadMissing, resolve_oss
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -112,7 +113,6 @@ class Fetcher:
         self.transport = transport
         self.max_bytes = settings.max_file_bytes
         self.tmp_dir = settings.data_dir / "tmp"
-        self.uploads_dir = settings.data_dir / "uploads"
 
     def fetch(self, url: str) -> FetchedFile:
         """Bring ``url`` to local disk or raise :class:`FetchError` (with a per-file error code)."""
@@ -144,13 +144,13 @@ class Fetcher:
         return self._local(path, path.name)
 
     def _fetch_upload(self, url: str) -> FetchedFile:
-        parts = urlsplit(url)
-        key = unquote(parts.netloc + parts.path).lstrip("/")
-        base = self.uploads_dir.resolve()
-        path = (base / key).resolve()
-        if not key or not path.is_relative_to(base) or path == base:
-            raise FetchForbidden(f"invalid oss:// key '{key}'")
-        return self._local(path, f"oss://{key}")
+        try:
+            path = resolve_oss(self.settings, url, param="file_url")
+        except UploadMissing as exc:
+            raise FetchError(exc.message) from exc
+        except InvalidParameter as exc:
+            raise FetchForbidden(exc.message) from exc
+        return self._local(path, url)
 
     # -- http -------------------------------------------------------------------------------------
     def _pinned_targets(self, url: str) -> tuple[list[str], str, str]:

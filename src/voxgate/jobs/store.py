@@ -160,6 +160,7 @@ class VocabularyView:
     items: list[dict[str, Any]]
     created: float
     modified: float
+    owner: str = ""
 
 
 def _task_view(row: TaskRow) -> TaskView:
@@ -195,7 +196,9 @@ def _task_view(row: TaskRow) -> TaskView:
 
 
 def _vocabulary_view(row: VocabularyRow) -> VocabularyView:
-    return VocabularyView(row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified)
+    return VocabularyView(
+        row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified, row.owner
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -233,7 +236,7 @@ class JobStore:
         Base.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._vocab_cache: dict[str, list[Hotword] | None] = {}
+        self._vocab_cache: dict[str, tuple[str, list[Hotword] | None]] = {}
         self._vocab_lock = threading.Lock()
 
     def close(self) -> None:
@@ -517,37 +520,30 @@ class JobStore:
         self._forget(vocabulary_id)
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def hotwords(self, vocabulary_id: str) -> list[Hotword] | None:
-        """The :class:`VocabularyLookup` protocol: hotwords of a vocabulary, cached until it changes."""
+    def hotwords(self, vocabulary_id: str, owner: str | None = None) -> list[Hotword] | None:
+        """The :class:`VocabularyLookup` protocol: hotwords of a vocabulary (None when missing or, with
+        ``owner``, when another key owns it), cached until it changes."""
         with self._vocab_lock:
-            if vocabulary_id in self._vocab_cache:
-                cached = self._vocab_cache[vocabulary_id]
-                return list(cached) if cached is not None else None
-        view = self.get_vocabulary(vocabulary_id)
-        words = (
-            [Hotword(text=i["text"], weight=int(i.get("weight", 4)), lang=i.get("lang")) for i in view.items]
-            if view is not None
-            else None
-        )
-        with self._vocab_lock:
-            if len(self._vocab_cache) > 1024:
-                self._vocab_cache.clear()
-            self._vocab_cache[vocabulary_id] = words
-        return list(words) if words is not None else None
+            cached = self._vocab_cache.get(vocabulary_id)
+        if cached is None:
+            view = self.get_vocabulary(vocabulary_id)
+            cached = (
+                (
+                    view.owner,
+                    [Hotword(text=i["text"], weight=int(i.get("weight", 4)), lang=i.get("lang")) for i in view.items],
+                )
+                if view is not None
+                else ("", None)
+            )
+            with self._vocab_lock:
+                if len(self._vocab_cache) > 1024:
+                    self._vocab_cache.clear()
+                self._vocab_cache[vocabulary_id] = cached
+        found_owner, words = cached
+        if words is None or (owner is not None and found_owner != owner):
+            return None
+        return list(words)
 
     def _forget(self, vocabulary_id: str) -> None:
         with self._vocab_lock:
             self._vocab_cache.pop(vocabulary_id, None)
-
-
-_shared_lock = threading.Lock()
-
-
-def shared_store(extras: dict[str, Any], url: str) -> JobStore:
-    """The process's store, kept in ``services.extras["store"]`` (created on first use)."""
-    with _shared_lock:
-        store = extras.get("store")
-        if not isinstance(store, JobStore):
-            store = JobStore(url)
-            extras["store"] = store
-        return store

@@ -47,6 +47,7 @@ from voxgate.api.sync_recognition import (
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.jobs.store import owner_of
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.generation")
@@ -68,6 +69,7 @@ class GenerationCall:
     sample_rate: int | None
     incremental: bool
     vocabulary_id: str | None = None
+    owner: str | None = None  # the caller's owner tag: its vocabularies and uploads only
 
     @property
     def choices_style(self) -> bool:
@@ -147,11 +149,12 @@ def parse_generation(body: dict[str, Any], services: Services) -> GenerationCall
     )
 
 
-async def prepare_generation(body: dict[str, Any], services: Services) -> GenerationCall:
+async def prepare_generation(body: dict[str, Any], services: Services, owner: str | None = None) -> GenerationCall:
     """Parse the request and look up its vocabulary (a store query: run in a worker thread)."""
     call = parse_generation(body, services)
+    call.owner = owner
     if call.vocabulary_id:
-        stored = await asyncio.to_thread(services.hotwords_for, call.vocabulary_id)
+        stored = await asyncio.to_thread(services.hotwords_for, call.vocabulary_id, owner)
         call.options.hotwords = [*stored, *call.options.hotwords]
     return call
 
@@ -244,7 +247,12 @@ async def _recognize(call: GenerationCall, services: Services) -> ClipResult:
 
 async def _samples(call: GenerationCall, services: Services) -> np.ndarray:
     return await load_samples(
-        services, call.audio, param=call.audio_param, audio_format=call.audio_format, sample_rate=call.sample_rate
+        services,
+        call.audio,
+        param=call.audio_param,
+        audio_format=call.audio_format,
+        sample_rate=call.sample_rate,
+        owner=call.owner,
     )
 
 
@@ -270,8 +278,8 @@ async def _stream(
     yield sse_error_event(error.code, error.message, request_id, status=error.status)
 
 
-@router.post(GENERATION_PATH, dependencies=[Depends(require_key())])
-async def generation(request: Request) -> Response:
+@router.post(GENERATION_PATH)
+async def generation(request: Request, api_key: str = Depends(require_key())) -> Response:
     services: Services = request.app.state.services
     request_id = new_request_id()
     streaming = request.headers.get("x-dashscope-sse", "").strip().lower() == "enable"
@@ -279,7 +287,7 @@ async def generation(request: Request) -> Response:
     error: VoxgateError | None = None
     try:
         body = await read_json_object(request, services.settings.max_request_bytes)
-        call = await prepare_generation(body, services)
+        call = await prepare_generation(body, services, owner_of(api_key))
     except VoxgateError as exc:
         if not streaming:
             raise

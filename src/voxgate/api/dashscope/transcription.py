@@ -23,7 +23,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from voxgate.api.auth import require_key
 from voxgate.api.errors import new_request_id
 from voxgate.errors import InvalidParameter, VoxgateError
-from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.params import parse_job_parameters
 from voxgate.jobs.store import (
     CANCELED,
@@ -33,12 +32,11 @@ from voxgate.jobs.store import (
     SUCCEEDED,
     TERMINAL,
     UNKNOWN,
-    JobStore,
     TaskView,
     owner_of,
-    shared_store,
 )
 from voxgate.services import Services
+from voxgate.uploads import owns
 
 router = APIRouter()
 
@@ -58,38 +56,9 @@ class TaskNotCancelable(InvalidParameter):
     code = "UnsupportedOperation"
 
 
-# -- lifecycle ------------------------------------------------------------------------------------
-async def on_startup(services: Services) -> None:
-    """Open the job store, resume interrupted jobs and start the workers."""
-    store = await asyncio.to_thread(shared_store, services.extras, services.settings.resolved_database_url())
-    executor = JobExecutor(store, services)
-    await asyncio.to_thread(executor.start)
-    services.extras["executor"] = executor
-
-
-async def on_shutdown(services: Services) -> None:
-    executor = services.extras.get("executor")
-    if isinstance(executor, JobExecutor):
-        executor.stop()
-
-
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-def _store(services: Services) -> JobStore:
-    store = services.extras.get("store")
-    if not isinstance(store, JobStore):
-        raise VoxgateError("the job store is not running")
-    return store
-
-
-def _executor(services: Services) -> JobExecutor:
-    executor = services.extras.get("executor")
-    if not isinstance(executor, JobExecutor):
-        raise VoxgateError("the job executor is not running")
-    return executor
 
 
 # -- request parsing ------------------------------------------------------------------------------
@@ -238,13 +207,17 @@ async def submit_transcription(request: Request, api_key: str = Depends(require_
     if not isinstance(input_, dict):
         raise InvalidParameter("input must be an object", param="input")
     urls = file_urls_of(input_, profile.family)
+    for i, url in enumerate(urls):
+        if url.lower().startswith("oss://") and not owns(url, owner_of(api_key)):
+            field = f"input.file_urls[{i}]" if "file_urls" in input_ else "input.file_url"
+            raise InvalidParameter(f"{field}: the uploaded file {url} does not exist on this server", param=field)
     raw_params = body.get("parameters")
     parsed = parse_job_parameters(raw_params, input_)
     stored: dict[str, Any] = dict(raw_params or {})
     if parsed.vocabulary_id:
         stored["vocabulary_id"] = parsed.vocabulary_id
-        await asyncio.to_thread(services.hotwords_for, parsed.vocabulary_id)
-    store, executor = _store(services), _executor(services)
+        await asyncio.to_thread(services.hotwords_for, parsed.vocabulary_id, owner_of(api_key))
+    store, executor = services.jobs(), services.job_executor()
     await asyncio.to_thread(executor.check_capacity)
     task_id = str(uuid.uuid4())
     await asyncio.to_thread(
@@ -264,7 +237,7 @@ async def submit_transcription(request: Request, api_key: str = Depends(require_
 async def query_task(task_id: str, request: Request, api_key: str = Depends(require_key("query"))) -> JSONResponse:
     """A task's status and, when done, its per-file results. Unknown ids answer ``UNKNOWN``."""
     services = _services(request)
-    task = await asyncio.to_thread(_store(services).get_task, task_id)
+    task = await asyncio.to_thread(services.jobs().get_task, task_id)
     if task is None or task.owner != owner_of(api_key):
         return envelope({"task_id": task_id, "task_status": UNKNOWN})
     output, usage = task_body(task, base_url(services, request))
@@ -299,7 +272,7 @@ async def list_tasks(request: Request, api_key: str = Depends(require_key("query
     if status is not None and status not in (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED):
         raise InvalidParameter("status must be PENDING, RUNNING, SUCCEEDED, FAILED or CANCELED", param="status")
     tasks, total = await asyncio.to_thread(
-        _store(services).list_tasks,
+        services.jobs().list_tasks,
         owner=owner_of(api_key),
         status=status,
         model=q.get("model_name") or None,
@@ -331,7 +304,7 @@ async def list_tasks(request: Request, api_key: str = Depends(require_key("query
 async def cancel_task(task_id: str, request: Request, api_key: str = Depends(require_key("query"))) -> JSONResponse:
     """Cancel a PENDING task at once; a RUNNING one stops at its next checkpoint."""
     services = _services(request)
-    store = _store(services)
+    store = services.jobs()
     task = await asyncio.to_thread(store.get_task, task_id)
     if task is None or task.owner != owner_of(api_key):
         return envelope({"task_id": task_id, "task_status": UNKNOWN})
@@ -346,7 +319,7 @@ async def download_result(name: str, request: Request) -> FileResponse:
     """A transcription result JSON (no authentication: the name is the secret; expires after retention)."""
     services = _services(request)
     match = _RESULT_NAME.match(name)
-    path = await asyncio.to_thread(_store(services).result_path, match.group(1)) if match else None
+    path = await asyncio.to_thread(services.jobs().result_path, match.group(1)) if match else None
     if path is None or not await asyncio.to_thread(os.path.isfile, path):
         raise ResultNotFound("no such result (it may have expired)")
     return FileResponse(path, media_type="application/json", headers={"Cache-Control": "private, max-age=3600"})

@@ -4,26 +4,20 @@
    whose ``upload_host`` points back to this server.
 2. ``POST /api/v1/uploads`` takes the OSS-style multipart form (``policy``, ``Signature``, ``key``, ``file``);
    the policy signature is the credential. The file lands at ``data_dir/uploads/<key>``.
-3. Requests then name the file as ``oss://<key>``; :func:`resolve_oss` maps that back to the local path.
+3. Requests then name the file as ``oss://<key>``; :func:`voxgate.uploads.resolve_oss` maps that back to the
+   local path. The key holds the owner tag of the API key that asked for the policy: only that key can use it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,7 +27,9 @@ from voxgate.api.auth import require_key
 from voxgate.api.errors import new_request_id
 from voxgate.config import Settings
 from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.jobs.store import owner_of
 from voxgate.services import Services
+from voxgate.uploads import key_path, upload_dir_for
 
 log = logging.getLogger("voxgate.uploads")
 
@@ -41,11 +37,7 @@ router = APIRouter()
 
 UPLOAD_PATH = "/api/v1/uploads"
 POLICY_TTL_S = 300
-KEY_PREFIX = "dashscope-instant"
-MAX_KEY_CHARS = 1024
 ACCESS_KEY_ID = "voxgate"
-_SECRET_EXTRA = "upload_policy_secret"
-_SWEEPER_EXTRA = "upload_sweeper"
 
 
 class UploadDenied(VoxgateError):
@@ -60,73 +52,10 @@ class UploadExists(VoxgateError):
     status = 409
 
 
-# -- keys and paths -------------------------------------------------------------------------------
-def uploads_root(settings: Settings) -> Path:
-    return settings.data_dir / "uploads"
-
-
-def key_path(settings: Settings, key: str) -> Path:
-    """Local path of an upload key; refuses anything that could leave the uploads folder."""
-    if not key or len(key) > MAX_KEY_CHARS or key.startswith("/"):
-        raise InvalidParameter("invalid upload key", param="key")
-    if any(ch in key for ch in "\\\x00") or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise InvalidParameter("invalid upload key: control characters or backslashes", param="key")
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise InvalidParameter("invalid upload key: empty, '.' or '..' path segments", param="key")
-    root = uploads_root(settings).resolve()
-    path = root.joinpath(*parts)
-    if not path.resolve().is_relative_to(root):
-        raise InvalidParameter("invalid upload key", param="key")
-    return path
-
-
-def resolve_oss(settings: Settings, url: str) -> Path:
-    """The local file behind an ``oss://<key>`` URL returned by an upload to this server."""
-    if not isinstance(url, str) or not url.startswith("oss://"):
-        raise InvalidParameter("expected an oss:// URL", param="audio")
-    key = url[len("oss://") :]
-    candidates = [key] if unquote(key) == key else [key, unquote(key)]
-    for candidate in candidates:
-        try:
-            path = key_path(settings, candidate)
-        except InvalidParameter as exc:
-            raise InvalidParameter(f"invalid oss:// URL: {exc.message}", param="audio") from exc
-        if path.is_file():
-            return path
-    hours = settings.result_retention_hours
-    raise InvalidParameter(
-        f"the uploaded file {url} does not exist on this server (uploads are kept {hours:g} h)", param="audio"
-    )
-
-
 # -- policies -------------------------------------------------------------------------------------
-def _secret(services: Services) -> bytes:
-    """The policy-signing key, shared by every worker process through a file in ``data_dir``."""
-    cached = services.extras.get(_SECRET_EXTRA)
-    if isinstance(cached, bytes):
-        return cached
-    path = services.settings.data_dir / "upload-policy.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = bytes.fromhex(path.read_text().strip())
-    else:
-        secret = secrets.token_bytes(32)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret.hex())
-    services.extras[_SECRET_EXTRA] = secret
-    return secret
-
-
-def _sign(secret: bytes, policy: str) -> str:
-    return base64.b64encode(hmac.new(secret, policy.encode(), hashlib.sha1).digest()).decode()
-
-
-def make_policy(services: Services, upload_host: str) -> dict[str, Any]:
-    """A fresh upload policy (the ``data`` of the getPolicy answer)."""
-    upload_dir = f"{KEY_PREFIX}/{uuid.uuid4().hex}"
+def make_policy(services: Services, upload_host: str, owner: str) -> dict[str, Any]:
+    """A fresh upload policy (the ``data`` of the getPolicy answer) for a folder of ``owner``."""
+    upload_dir = upload_dir_for(owner)
     max_bytes = services.settings.max_file_bytes
     expires = datetime.fromtimestamp(time.time() + POLICY_TTL_S, tz=UTC)
     document = {
@@ -136,7 +65,7 @@ def make_policy(services: Services, upload_host: str) -> dict[str, Any]:
     policy = base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
     return {
         "policy": policy,
-        "signature": _sign(_secret(services), policy),
+        "signature": services.signer().sign(policy),
         "upload_dir": upload_dir,
         "upload_host": upload_host,
         "expire_in_seconds": POLICY_TTL_S,
@@ -158,7 +87,7 @@ def check_policy(services: Services, form: MultipartForm) -> str:
             "the upload form needs the 'policy' and 'Signature' fields of GET /api/v1/uploads?action=getPolicy, "
             "before the 'file' part"
         )
-    if not hmac.compare_digest(_sign(_secret(services), policy), signature):
+    if not services.signer().verify(policy, signature):
         raise UploadDenied("the upload policy signature does not match")
     try:
         document = json.loads(base64.b64decode(policy))
@@ -180,14 +109,16 @@ def _public_base(request: Request, settings: Settings) -> str:
 
 
 # -- routes ---------------------------------------------------------------------------------------
-@router.get(UPLOAD_PATH, dependencies=[Depends(require_key())])
-async def get_policy(request: Request, action: str = "", model: str = "") -> JSONResponse:
+@router.get(UPLOAD_PATH)
+async def get_policy(
+    request: Request, action: str = "", model: str = "", api_key: str = Depends(require_key())
+) -> JSONResponse:
     """``action=getPolicy``: a signed upload policy for the next ``POST``."""
     if action != "getPolicy":
         raise InvalidParameter(f"unsupported action '{action}': only getPolicy", param="action")
     services: Services = request.app.state.services
     host = _public_base(request, services.settings) + UPLOAD_PATH
-    data = await asyncio.to_thread(make_policy, services, host)
+    data = make_policy(services, host, owner_of(api_key))
     return JSONResponse({"request_id": new_request_id(), "data": data})
 
 
@@ -219,43 +150,3 @@ async def upload(request: Request) -> Response:
         raise
     status = form.get("success_action_status") or "204"
     return Response(status_code=int(status) if status in ("200", "201", "204") else 204)
-
-
-# -- retention ------------------------------------------------------------------------------------
-def sweep_uploads(settings: Settings, now: float | None = None) -> int:
-    """Delete uploads (and stale partial uploads) older than the retention period; returns the count."""
-    cutoff = (now or time.time()) - settings.result_retention_hours * 3600
-    removed = 0
-    for base, pattern in ((uploads_root(settings), "*"), (settings.data_dir / "tmp", "oss-*")):
-        if not base.is_dir():
-            continue
-        for path in base.rglob(pattern):
-            with contextlib.suppress(OSError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-    return removed
-
-
-async def _sweep_forever(settings: Settings) -> None:
-    while True:
-        try:
-            removed = await asyncio.to_thread(sweep_uploads, settings)
-            if removed:
-                log.info("removed %d expired uploads", removed)
-        except Exception:
-            log.exception("upload sweep failed")
-        await asyncio.sleep(3600)
-
-
-async def on_startup(services: Services) -> None:
-    await asyncio.to_thread(_secret, services)
-    services.extras[_SWEEPER_EXTRA] = asyncio.create_task(_sweep_forever(services.settings))
-
-
-async def on_shutdown(services: Services) -> None:
-    task = services.extras.pop(_SWEEPER_EXTRA, None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

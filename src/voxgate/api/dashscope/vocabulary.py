@@ -20,7 +20,7 @@ from voxgate.api.auth import require_key
 from voxgate.api.dashscope.transcription import read_json_object
 from voxgate.api.errors import new_request_id
 from voxgate.errors import InvalidParameter, ModelNotFound
-from voxgate.jobs.store import JobStore, VocabularyView, owner_of, shared_store
+from voxgate.jobs.store import JobStore, VocabularyView, owner_of
 from voxgate.services import Services
 
 router = APIRouter()
@@ -32,15 +32,9 @@ _PREFIX = re.compile(r"^[a-z0-9]{1,10}$")
 _LANG = re.compile(r"^[a-z]{2,3}$")
 
 
-async def on_startup(services: Services) -> None:
-    """Serve vocabulary lookups for every recognition path from the shared store."""
-    store = await asyncio.to_thread(shared_store, services.extras, services.settings.resolved_database_url())
-    services.vocabularies = store
-
-
 def _store(request: Request) -> JobStore:
     services: Services = request.app.state.services
-    return shared_store(services.extras, services.settings.resolved_database_url())
+    return services.jobs()
 
 
 def _gmt(ts: float) -> str:

@@ -39,6 +39,7 @@ from voxgate.api.sync_recognition import (
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.jobs.store import owner_of
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.chat")
@@ -203,14 +204,16 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
-@router.post(CHAT_PATH, dependencies=[Depends(require_key())])
-async def chat_completions(request: Request) -> Response:
+@router.post(CHAT_PATH)
+async def chat_completions(request: Request, api_key: str = Depends(require_key())) -> Response:
     services: Services = request.app.state.services
     body = await read_json_object(request, services.settings.max_request_bytes)
     call = parse_chat(body, services)
     sync_gate(services).check()
     # Audio problems are answered as HTTP errors, before any stream starts.
-    audio = await load_samples(services, call.audio, param=call.audio_param, audio_format=call.audio_format)
+    audio = await load_samples(
+        services, call.audio, param=call.audio_param, audio_format=call.audio_format, owner=owner_of(api_key)
+    )
     completion_id = f"chatcmpl-{uuid.uuid4()}"
     created = int(time.time())
     if call.stream:

@@ -1,0 +1,127 @@
+"""Files uploaded to this server and named ``oss://<key>``: where they live, whose they are, how policies are signed.
+
+A key is ``dashscope-instant/<owner>/<random>/<file name>``: the owner tag of the API key that asked for the
+upload policy (:func:`voxgate.jobs.store.owner_of`), so another key cannot use the file. One function,
+:func:`resolve_oss`, maps a reference to its local path for every caller (synchronous calls, file jobs).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from voxgate.config import Settings
+from voxgate.errors import InvalidParameter
+
+KEY_PREFIX = "dashscope-instant"
+MAX_KEY_CHARS = 1024
+
+
+class UploadMissing(InvalidParameter):
+    """The ``oss://`` reference names no file this caller may use (expired, never uploaded, another key's)."""
+
+
+def uploads_root(settings: Settings) -> Path:
+    return settings.data_dir / "uploads"
+
+
+def upload_dir_for(owner: str) -> str:
+    """A fresh upload folder (key prefix) belonging to ``owner``."""
+    return f"{KEY_PREFIX}/{owner}/{uuid.uuid4().hex}"
+
+
+def key_path(settings: Settings, key: str) -> Path:
+    """Local path of an upload key; refuses anything that could leave the uploads folder."""
+    if not key or len(key) > MAX_KEY_CHARS or key.startswith("/"):
+        raise InvalidParameter("invalid upload key", param="key")
+    if any(ch in key for ch in "\\\x00") or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise InvalidParameter("invalid upload key: control characters or backslashes", param="key")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidParameter("invalid upload key: empty, '.' or '..' path segments", param="key")
+    root = uploads_root(settings).resolve()
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root):
+        raise InvalidParameter("invalid upload key", param="key")
+    return path
+
+
+def _keys(url: str) -> list[str]:
+    key = url[len("oss://") :]
+    return [key] if unquote(key) == key else [key, unquote(key)]
+
+
+def owns(url: str, owner: str) -> bool:
+    """Whether the ``oss://`` reference lies in an upload folder of ``owner``."""
+    return any(key.startswith(f"{KEY_PREFIX}/{owner}/") for key in _keys(url))
+
+
+def resolve_oss(settings: Settings, url: str, *, owner: str | None = None, param: str = "audio") -> Path:
+    """The local file behind an ``oss://<key>`` URL returned by an upload to this server.
+
+    With ``owner``, a file uploaded under another key is answered exactly like a missing one.
+    """
+    if not isinstance(url, str) or not url.startswith("oss://"):
+        raise InvalidParameter("expected an oss:// URL", param=param)
+    for candidate in _keys(url):
+        try:
+            path = key_path(settings, candidate)
+        except InvalidParameter as exc:
+            raise InvalidParameter(f"invalid oss:// URL: {exc.message}", param=param) from exc
+        if path.is_file() and (owner is None or owns(url, owner)):
+            return path
+    hours = settings.result_retention_hours
+    raise UploadMissing(
+        f"the uploaded file {url} does not exist on this server (uploads are kept {hours:g} h)", param=param
+    )
+
+
+@dataclass(frozen=True)
+class UploadSigner:
+    """Signs upload policies with a key shared by every process through ``data_dir/upload-policy.key``."""
+
+    secret: bytes
+
+    @classmethod
+    def load(cls, data_dir: Path) -> UploadSigner:
+        """The signing key of ``data_dir``, created on first use (blocking: call from a worker thread)."""
+        path = data_dir / "upload-policy.key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return cls(bytes.fromhex(path.read_text().strip()))
+        secret = secrets.token_bytes(32)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret.hex())
+        return cls(secret)
+
+    def sign(self, policy: str) -> str:
+        return base64.b64encode(hmac.new(self.secret, policy.encode(), hashlib.sha1).digest()).decode()
+
+    def verify(self, policy: str, signature: str) -> bool:
+        return hmac.compare_digest(self.sign(policy), signature)
+
+
+def sweep_uploads(settings: Settings, now: float | None = None) -> int:
+    """Delete uploads (and stale partial uploads) older than the retention period; returns the count."""
+    cutoff = (now or time.time()) - settings.result_retention_hours * 3600
+    removed = 0
+    for base, pattern in ((uploads_root(settings), "*"), (settings.data_dir / "tmp", "oss-*")):
+        if not base.is_dir():
+            continue
+        for path in base.rglob(pattern):
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+    return removed
