@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ffmpeg sox espeak-ng postgresql
+APT_PACKAGES := ffmpeg sox espeak-ng postgresql chromium libportaudio2
 export VOXGATE_MODEL_DIR ?= $(HOME)/.cache/voxgate/models
 
 .PHONY: install system-deps serve test lint bench models clean
@@ -11,7 +11,8 @@ export VOXGATE_MODEL_DIR ?= $(HOME)/.cache/voxgate/models
 install: $(STAMP)
 
 system-deps:
-	@missing=""; for p in ffmpeg sox espeak-ng; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in ffmpeg sox espeak-ng chromium; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || missing="$$missing libportaudio2"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

@@ -23,6 +23,7 @@ from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.store import JobStore
 from voxgate.services import Services
 from voxgate.uploads import UploadSigner, sweep_uploads
+from voxgate.web.browser_auth import BrowserKeyMiddleware
 
 log = logging.getLogger("voxgate")
 
@@ -37,6 +38,7 @@ ROUTER_MODULES = (
     "voxgate.api.dashscope.realtime_ws",
     "voxgate.api.openai.chat",
     "voxgate.api.openai.transcriptions",
+    "voxgate.web.console",
 )
 
 
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.ready = False
     install_error_handlers(app)
+    app.add_middleware(BrowserKeyMiddleware)
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Command line: ``voxgate serve``, ``voxgate transcribe FILE...``, ``voxgate models``."""
+"""Command line: ``voxgate serve``, ``voxgate transcribe FILE...``, ``voxgate listen``, ``voxgate models``."""
 
 from __future__ import annotations
 
@@ -205,6 +205,33 @@ def serve(
         ws_ping_timeout=60,
         log_level="info",
     )
+
+
+@app.command()
+def listen(
+    file: Annotated[Path | None, typer.Argument(help="Audio/video file to stream (default: the microphone).")] = None,
+    server: Annotated[str, typer.Option(help="Server base URL.")] = "http://127.0.0.1:8000",
+    model: Annotated[str, typer.Option(help="Real-time model.")] = "fun-asr-realtime",
+    language: Annotated[str | None, typer.Option(help="Spoken language code (default: detect).")] = None,
+    api_key: Annotated[str, typer.Option(envvar="DASHSCOPE_API_KEY", help="API key.")] = "",
+    vocabulary_id: Annotated[str | None, typer.Option(help="Hotword vocabulary id.")] = None,
+    diarization: Annotated[bool, typer.Option(help="Label speakers.")] = False,
+    speed: Annotated[float, typer.Option(help="Pace of a FILE, times real time.", min=0.1, max=20)] = 1.0,
+    device: Annotated[str | None, typer.Option(help="Input device name or index.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .srt/.vtt/.txt/.json.")] = None,
+) -> None:
+    """Live captions in the terminal from the microphone or a FILE played at real-time pace."""
+    from voxgate.listen import ListenError, ListenOptions, write_output
+    from voxgate.listen import listen as run_listen
+
+    options = ListenOptions(server, api_key, model, language, vocabulary_id, diarization)
+    try:
+        captions = run_listen(options, file, Console(highlight=False, soft_wrap=True), speed=speed, device=device)
+        if output is not None:
+            write_output(output, captions, str(file or "microphone"))
+            err.print(f"wrote {len(captions)} sentences to {output}")
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,300 @@
+// Live view: microphone → 16 kHz pcm16 over the run-task WebSocket (/api-ws/v1/inference); interim text
+// greyed and replaced, finals appended with their times, speaker and measured lag; reconnects on loss.
+
+import { openSocket, websocketCredential } from "./api.js";
+import { shortClock } from "./format.js";
+
+const FRAME_MS = 100;
+const MAX_RECONNECTS = 5;
+const PENDING_LIMIT = 100; // frames (10 s) kept while (re)connecting
+
+function newTaskId() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function command(action, taskId, payload) {
+  return JSON.stringify({ header: { action, task_id: taskId, streaming: "duplex" }, payload });
+}
+
+export function setupLive(el) {
+  const state = {
+    phase: "idle", // idle | connecting | streaming | reconnecting | stopping
+    socket: null,
+    taskId: null,
+    media: null,
+    context: null,
+    pending: [],
+    frameTimes: [], // wall time (performance.now) each 100 ms frame of the current task was captured
+    offsetMs: 0, // audio sent in earlier tasks of this recording (after a reconnect)
+    attempts: 0,
+    startedAt: 0,
+    lags: [],
+    finished: null,
+    options: null,
+  };
+
+  function setStatus(text) {
+    el.status.textContent = text;
+  }
+
+  function alertBox(text, kind = "error") {
+    el.alert.hidden = !text;
+    el.alert.textContent = text || "";
+    el.alert.classList.toggle("info", kind === "info");
+  }
+
+  function setButton() {
+    const busy = state.phase !== "idle";
+    el.toggle.textContent = busy ? "Stop recording" : "Start recording";
+    el.toggle.classList.toggle("recording", busy);
+    el.toggle.disabled = state.phase === "stopping";
+    for (const control of [el.model, el.language, el.vocab, el.diarization]) control.disabled = busy;
+  }
+
+  function parameters() {
+    const params = { format: "pcm", sample_rate: 16000 };
+    if (state.options.language) params.language_hints = [state.options.language];
+    if (state.options.vocabulary) params.vocabulary_id = state.options.vocabulary;
+    if (state.options.diarization) params.diarization_enabled = true;
+    return params;
+  }
+
+  // -- audio -------------------------------------------------------------------------------------
+  async function startAudio() {
+    state.media = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    let context;
+    try {
+      context = new AudioContext({ sampleRate: 16000 });
+    } catch {
+      context = new AudioContext(); // the worklet resamples
+    }
+    state.context = context;
+    await context.audioWorklet.addModule("/console/pcm-worklet.js");
+    const source = context.createMediaStreamSource(state.media);
+    const node = new AudioWorkletNode(context, "pcm-frames", { numberOfInputs: 1, numberOfOutputs: 0 });
+    node.port.onmessage = (event) => onFrame(event.data.pcm, event.data.rms);
+    source.connect(node);
+  }
+
+  function stopAudio() {
+    if (state.media) for (const track of state.media.getTracks()) track.stop();
+    if (state.context) state.context.close();
+    state.media = null;
+    state.context = null;
+    el.level.value = 0;
+  }
+
+  function onFrame(pcm, rms) {
+    el.level.value = Math.min(1, Math.sqrt(rms) * 1.6);
+    el.clock.textContent = shortClock(performance.now() - state.startedAt).replace(/\.\d$/, "");
+    if (state.phase === "streaming" && state.socket && state.socket.readyState === WebSocket.OPEN) {
+      sendFrame(pcm, performance.now());
+    } else if (state.phase === "connecting" || state.phase === "reconnecting") {
+      state.pending.push([pcm, performance.now()]);
+      if (state.pending.length > PENDING_LIMIT) state.pending.shift();
+    }
+  }
+
+  function sendFrame(pcm, capturedAt) {
+    state.socket.send(pcm);
+    state.frameTimes.push(capturedAt);
+  }
+
+  // -- the task ----------------------------------------------------------------------------------
+  async function connect() {
+    const credential = await websocketCredential();
+    const socket = openSocket("/api-ws/v1/inference", credential);
+    const taskId = newTaskId();
+    state.socket = socket;
+    state.taskId = taskId;
+    state.frameTimes = [];
+    let started = false;
+    state.finished = new Promise((resolve) => {
+      socket.onopen = () => {
+        socket.send(
+          command("run-task", taskId, {
+            task_group: "audio",
+            task: "asr",
+            function: "recognition",
+            model: state.options.model,
+            parameters: parameters(),
+            input: {},
+          }),
+        );
+      };
+      socket.onmessage = (event) => {
+        if (typeof event.data !== "string") return;
+        const message = JSON.parse(event.data);
+        const header = message.header || {};
+        if (header.event === "task-started") {
+          started = true;
+          state.attempts = 0;
+          const wasReconnect = state.phase === "reconnecting";
+          state.phase = "streaming";
+          setStatus(`Recording with ${state.options.model}…`);
+          if (wasReconnect) alertBox("Reconnected; captions continue.", "info");
+          for (const [pcm, at] of state.pending.splice(0)) sendFrame(pcm, at);
+        } else if (header.event === "result-generated") {
+          onSentence(message.payload.output.sentence);
+        } else if (header.event === "task-finished") {
+          resolve("finished");
+        } else if (header.event === "task-failed") {
+          onFailed(header.error_code, header.error_message);
+          resolve("failed");
+        }
+      };
+      socket.onclose = (event) => {
+        resolve("closed");
+        if (state.socket !== socket) return;
+        if (state.phase === "streaming" || state.phase === "connecting" || state.phase === "reconnecting") {
+          const why = started ? `Connection lost (code ${event.code})` : "The server refused the connection";
+          const hint = started ? "" : " (check the API key and model)";
+          reconnect(`${why}${hint}.`);
+        }
+      };
+    });
+  }
+
+  function onFailed(code, message) {
+    const throttled = String(code || "").startsWith("Throttling");
+    const text = throttled
+      ? `The server is at capacity (${code}): ${message}`
+      : `Recognition failed (${code}): ${message}`;
+    state.socket = null;
+    if (throttled || code === "CLIENT_ERROR") reconnect(text);
+    else {
+      alertBox(text);
+      finish(false);
+    }
+  }
+
+  function reconnect(reason) {
+    if (state.phase === "idle" || state.phase === "stopping") return;
+    state.offsetMs += state.frameTimes.length * FRAME_MS;
+    state.frameTimes = [];
+    state.socket = null;
+    el.interim.textContent = "";
+    if (state.attempts >= MAX_RECONNECTS) {
+      alertBox(`${reason} Gave up after ${MAX_RECONNECTS} attempts.`);
+      finish(false);
+      return;
+    }
+    state.attempts += 1;
+    const delay = Math.min(8, 2 ** (state.attempts - 1));
+    state.phase = "reconnecting";
+    alertBox(`${reason} Reconnecting in ${delay} s (attempt ${state.attempts} of ${MAX_RECONNECTS})…`);
+    setStatus("Reconnecting…");
+    setTimeout(() => {
+      if (state.phase === "reconnecting") connect().catch((error) => reconnect(String(error.message || error)));
+    }, delay * 1000);
+  }
+
+  function lagFor(endMs) {
+    const index = Math.min(state.frameTimes.length - 1, Math.max(0, Math.ceil(endMs / FRAME_MS) - 1));
+    if (index < 0 || state.frameTimes[index] === undefined) return null;
+    return (performance.now() - state.frameTimes[index]) / 1000;
+  }
+
+  function onSentence(sentence) {
+    if (!sentence || sentence.heartbeat) return;
+    if (sentence.end_time === null || sentence.end_time === undefined) {
+      el.interim.textContent = sentence.text || "";
+      return;
+    }
+    el.interim.textContent = "";
+    if (!sentence.text) return;
+    const lag = lagFor(sentence.end_time);
+    const item = document.createElement("li");
+    const time = document.createElement("span");
+    time.className = "time";
+    time.textContent = `${shortClock(state.offsetMs + sentence.begin_time)}–${shortClock(state.offsetMs + sentence.end_time)}`;
+    item.append(time);
+    if (sentence.speaker_id !== undefined && sentence.speaker_id !== null) {
+      item.classList.add(`speaker-${sentence.speaker_id % 6}`);
+      const speaker = document.createElement("span");
+      speaker.className = "speaker";
+      speaker.textContent = `Speaker ${sentence.speaker_id + 1}`;
+      item.append(speaker);
+    }
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = sentence.text;
+    item.append(text);
+    if (lag !== null) {
+      state.lags.push(lag);
+      const badge = document.createElement("span");
+      badge.className = "lag";
+      badge.title = "Time from the end of the sentence's audio to its final result";
+      badge.textContent = `lag ${lag.toFixed(2)} s`;
+      item.append(badge);
+    }
+    el.finals.append(item);
+    item.scrollIntoView({ block: "nearest" });
+  }
+
+  // -- start / stop ------------------------------------------------------------------------------
+  async function start() {
+    state.options = {
+      model: el.model.value,
+      language: el.language.value,
+      vocabulary: el.vocab.value,
+      diarization: el.diarization.checked,
+    };
+    Object.assign(state, { phase: "connecting", pending: [], offsetMs: 0, attempts: 0, lags: [] });
+    el.finals.replaceChildren();
+    el.interim.textContent = "";
+    alertBox("");
+    setButton();
+    setStatus("Opening the microphone…");
+    try {
+      await startAudio();
+    } catch (error) {
+      alertBox(`No microphone: ${error.message || error.name}. Allow microphone access or plug one in.`);
+      finish(false);
+      return;
+    }
+    state.startedAt = performance.now();
+    setStatus("Connecting…");
+    try {
+      await connect();
+    } catch (error) {
+      reconnect(`Cannot connect: ${error.message || error}.`);
+    }
+  }
+
+  async function stop() {
+    const socket = state.socket;
+    const wasStreaming = state.phase === "streaming";
+    state.phase = "stopping";
+    setButton();
+    stopAudio();
+    setStatus("Finishing the last sentence…");
+    if (wasStreaming && socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(command("finish-task", state.taskId, { input: {} }));
+      await Promise.race([state.finished, new Promise((r) => setTimeout(r, 20000))]);
+    }
+    finish(true);
+  }
+
+  function finish(normal) {
+    stopAudio();
+    if (state.socket && state.socket.readyState <= WebSocket.OPEN) state.socket.close(1000);
+    state.socket = null;
+    state.phase = "idle";
+    el.interim.textContent = "";
+    setButton();
+    const count = el.finals.children.length;
+    const lags = [...state.lags].sort((a, b) => a - b);
+    const median = lags.length ? ` Median final lag ${lags[Math.floor(lags.length / 2)].toFixed(2)} s.` : "";
+    setStatus(normal ? `Stopped. ${count} sentence${count === 1 ? "" : "s"}.${median}` : "Stopped.");
+  }
+
+  el.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.phase === "idle") start();
+    else if (state.phase !== "stopping") stop();
+  });
+  setButton();
+}

@@ -1,0 +1,72 @@
+"""`voxgate listen FILE` as a user runs it: a recording streamed to a real server over the run-task WebSocket."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import API_KEY, RunningServer, audio_file, wer
+
+TWO_CITIES = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
+    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
+    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
+    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period "
+    "was so far like the present period, that some of its noisiest authorities insisted on its being received, for "
+    "good or for evil, in the superlative degree of comparison only."
+)
+CAPTION = re.compile(r"^\[(\d\d):(\d\d\.\d)")
+
+
+def listen(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "DASHSCOPE_API_KEY": API_KEY}
+    return subprocess.run(
+        [sys.executable, "-m", "voxgate.cli", "listen", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_listen_streams_a_file_and_prints_finals_in_order(server: RunningServer, tmp_path: Path) -> None:
+    out = tmp_path / "captions.json"
+    result = listen(
+        str(audio_file("two_cities_16k.wav")),
+        "--server",
+        server.url,
+        "--language",
+        "en",
+        "--speed",
+        "3",
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if CAPTION.match(line)]
+    starts = [int(m[1]) * 60 + float(m[2]) for m in map(CAPTION.match, lines) if m]
+    assert len(lines) >= 3 and starts == sorted(starts), result.stdout
+    printed = " ".join(line.split("] ", 1)[1] for line in lines)
+    assert wer(TWO_CITIES, printed) <= 0.15, printed
+    doc = json.loads(out.read_text())
+    sentences = doc["transcripts"][0]["sentences"]
+    assert [s["text"] for s in sentences] == [line.split("] ", 1)[1] for line in lines]
+    assert all(s["words"] and s["end_time"] > s["begin_time"] for s in sentences)
+    srt = tmp_path / "captions.srt"
+    again = listen(str(audio_file("beckett_16k.wav")), "--server", server.url, "--speed", "4", "-o", str(srt))
+    assert again.returncode == 0, again.stderr
+    assert srt.read_text().startswith("1\n00:00:0") and "fail better" in srt.read_text().lower()
+
+
+def test_listen_explains_missing_devices_servers_and_keys(server: RunningServer) -> None:
+    no_device = listen("--server", server.url, "--device", "no-such-microphone")
+    assert no_device.returncode == 2
+    assert "no audio input" in " ".join(no_device.stderr.split()).lower()
+    no_server = listen(str(audio_file("beckett_16k.wav")), "--server", "http://127.0.0.1:1")
+    assert no_server.returncode == 2 and "cannot connect" in no_server.stderr
+    bad_key = listen(str(audio_file("beckett_16k.wav")), "--server", server.url, "--api-key", "sk-wrong")
+    assert bad_key.returncode == 2 and "refused the API key" in " ".join(bad_key.stderr.split())
