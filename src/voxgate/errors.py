@@ -22,6 +22,12 @@ class InvalidParameter(VoxgateError):
     status = 400
 
 
+class PayloadTooLarge(InvalidParameter):
+    """A request body or uploaded file is over its size limit."""
+
+    status = 413
+
+
 class ModelNotFound(VoxgateError):
     """The requested public model name is not in the catalog."""
 

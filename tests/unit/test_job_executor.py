@@ -135,7 +135,7 @@ def test_parameters_map_to_recognition_options() -> None:
             "enable_words": False,
             "unknown_flag": 42,
         },
-        {"vocabulary_id": "vocab-x-1"},
+        "vocab-x-1",
     )
     options = parsed.options
     assert options.channels == [1, 0] and options.language_hints == ["en", "zh"] and options.language == "en"
@@ -156,7 +156,8 @@ def test_parameters_map_to_recognition_options() -> None:
         ({"asr_options": {"enable_itn": 1}}, "parameters.asr_options.enable_itn"),
         ({"speaker_count": 0}, "parameters.speaker_count"),
         ({"special_word_filter": 5}, "parameters.special_word_filter"),
-        ({"timestamp_alignment_enabled": "true"}, "parameters.timestamp_alignment_enabled"),
+        ({"timestamp_alignment_enabled": "on"}, "parameters.timestamp_alignment_enabled"),
+        ({"enable_words": 1}, "parameters.enable_words"),
         ({"disfluency_removal_enabled": None, "diarization_enabled": "yes"}, "parameters.diarization_enabled"),
     ],
 )

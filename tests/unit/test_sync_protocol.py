@@ -29,8 +29,6 @@ from voxgate.api.sync_recognition import (
     StreamStep,
     SyncGate,
     block_bounds,
-    parse_language,
-    parse_sample_rate,
     stream_steps,
 )
 from voxgate.audio.decode import decode_channel
@@ -236,17 +234,6 @@ def test_generation_events_follow_the_dialect() -> None:
     assert text_event["output"]["sentence"]["sentence_id"] == 2 and text_event["output"]["finished"] is True
     framed = generation.sse_event(3, events[0])
     assert framed.startswith("id:3\nevent:result\ndata:{") and framed.endswith("}\n\n")
-
-
-def test_parameter_parsing() -> None:
-    assert parse_sample_rate("16000", "p") == parse_sample_rate(16000, "p") == 16000
-    assert parse_sample_rate(None, "p") is None
-    for bad in ("fast", True, 16000.5, 10):
-        with pytest.raises(InvalidParameter):
-            parse_sample_rate(bad, "p")
-    assert parse_language("en-US", "p") == "en" and parse_language("auto", "p") is None
-    with pytest.raises(InvalidParameter, match="unsupported language"):
-        parse_language("xx", "p")
 
 
 def test_sync_gate_bounds_running_and_waiting_requests() -> None:

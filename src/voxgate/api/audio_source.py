@@ -25,7 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from voxgate.config import Settings
-from voxgate.errors import AudioError, InvalidParameter, VoxgateError
+from voxgate.errors import AudioError, InvalidParameter, PayloadTooLarge, VoxgateError
 from voxgate.jobs.fetch import Fetcher
 from voxgate.uploads import resolve_oss
 
@@ -33,12 +33,6 @@ DATA_URI_MAX_CHARS = 10 * 1024 * 1024  # encoded size limit of a data URI (DashS
 _AUDIO_MIME_EXTRA = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
 
 AudioSource = bytes | Path
-
-
-class PayloadTooLarge(InvalidParameter):
-    """A request body or uploaded file is over its size limit."""
-
-    status = 413
 
 
 def _mb(n: int) -> str:

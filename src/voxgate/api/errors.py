@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -12,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from voxgate.api.sse import dashscope_event
 from voxgate.errors import VoxgateError
 
 log = logging.getLogger("voxgate.api")
@@ -56,14 +56,9 @@ def error_response(request: Request, status: int, code: str, message: str, param
     return JSONResponse(dashscope_error_body(code, message), status_code=status)
 
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-"""Response headers for every server-sent-event stream (no caching, no proxy buffering)."""
-
-
 def sse_error_event(code: str, message: str, request_id: str | None = None, status: int = 400) -> str:
     """A DashScope SSE error event (``event:error`` exactly, no space)."""
-    body = json.dumps(dashscope_error_body(code, message, request_id), ensure_ascii=False)
-    return f"id:1\nevent:error\nstatus:{status}\ndata:{body}\n\n"
+    return dashscope_event(1, dashscope_error_body(code, message, request_id), event="error", status=status)
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

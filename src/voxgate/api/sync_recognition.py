@@ -1,4 +1,4 @@
-"""The core shared by the synchronous endpoints: request-body reading, parameter checks, recognition.
+"""The core shared by the synchronous endpoints: audio loading and recognition (requests: ``voxgate.params``).
 
 Protocol adapters parse their own request shapes into :class:`RecognitionOptions` + an audio reference,
 call :func:`recognize_reference` and render the :class:`ClipResult` in their own wire format.
@@ -7,7 +7,6 @@ call :func:`recognize_reference` and render the :class:`ClipResult` in their own
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,16 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-from starlette.requests import ClientDisconnect, Request
 
-from voxgate.api.audio_source import AudioSource, PayloadTooLarge, audio_reference, wrap_raw_pcm
+from voxgate.api.audio_source import AudioSource, audio_reference, wrap_raw_pcm
 from voxgate.audio.decode import SAMPLE_RATE, decode_channel
 from voxgate.config import Settings
 from voxgate.engine.catalog import EngineProfile
-from voxgate.engine.language import to_whisper_code
-from voxgate.engine.types import CJK_LANGUAGES, Hotword, RecognitionOptions, Sentence, join_sentences
-from voxgate.errors import AudioError, InvalidParameter, Throttling
+from voxgate.engine.types import CJK_LANGUAGES, RecognitionOptions, Sentence, join_sentences
+from voxgate.errors import AudioError, Throttling
+from voxgate.params import Flag, LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
 T = TypeVar("T")
@@ -36,7 +33,6 @@ _GATE_EXTRA = "sync_gate"
 SPLIT_ABOVE_S = 75.0  # longer audio is recognized (and streamed) in blocks
 BLOCK_S = 60.0
 SEARCH_S = 10.0
-_WHISPER_LANGUAGES = frozenset(_LANGUAGE_CODES)
 
 
 @dataclass(slots=True)
@@ -75,143 +71,23 @@ class ClipResult:
         return len(self.text.split())
 
 
-# -- request bodies -------------------------------------------------------------------------------
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The JSON object in the request body, read under a size cap."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the request body is larger than the {max_bytes // 1024**2} MB limit")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"the request body is larger than the {max_bytes // 1024**2} MB limit")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise InvalidParameter("the client closed the connection before the body was complete") from exc
-    if not chunks:
-        raise InvalidParameter("the request body is empty; a JSON object is required")
-    raw = b"".join(chunks)
-    try:
-        body = json.loads(raw) if size < 256 * 1024 else await asyncio.to_thread(json.loads, raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidParameter("the request body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise InvalidParameter("the request body must be a JSON object")
-    return body
-
-
-def require_model(value: Any) -> str:
-    """The ``model`` field: a missing one is a bad request, an unknown one is resolved (404) later."""
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidParameter("the 'model' field is required (e.g. qwen3-asr-flash)", param="model")
-    return value.strip()
-
-
-def as_object(value: Any, param: str) -> dict[str, Any]:
-    """``value`` as a JSON object; None becomes ``{}``."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidParameter(f"{param} must be an object", param=param)
-    return value
-
-
-# -- parameters -----------------------------------------------------------------------------------
+# -- form fields (OpenAI multipart forms) ----------------------------------------------------------
 def parse_bool(value: Any, param: str, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise InvalidParameter(f"{param} must be true or false", param=param)
+    """A form field under the shared :data:`voxgate.params.Flag` rule."""
+    return default if value is None else parse(_FlagField, {"value": value}, prefix=param).value
 
 
 def parse_language(value: Any, param: str) -> str | None:
-    """A language code the engine knows (``zh``, ``en``, ...), or None for automatic detection."""
-    if value is None or value == "" or (isinstance(value, str) and value.lower() in ("auto", "multilingual")):
-        return None
-    if not isinstance(value, str):
-        raise InvalidParameter(f"{param} must be a language code such as 'en' or 'zh'", param=param)
-    code = to_whisper_code(value.strip().lower().replace("_", "-").split("-")[0])
-    if code not in _WHISPER_LANGUAGES:
-        raise InvalidParameter(f"{param}: unsupported language '{value}'", param=param)
-    return code
+    """A form field under the shared :data:`voxgate.params.LanguageCode` rule."""
+    return parse(_LanguageField, {"value": value}, prefix=param).value
 
 
-def parse_language_hints(value: Any, param: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise InvalidParameter(f"{param} must be an array of language codes", param=param)
-    return [code for item in value if (code := parse_language(item, param)) is not None]
+class _FlagField(RequestModel):
+    value: Flag
 
 
-def parse_sample_rate(value: Any, param: str) -> int | None:
-    """A sample rate given as an integer or a numeric string."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise InvalidParameter(f"{param} must be a number of samples per second", param=param)
-    try:
-        rate = int(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameter(f"{param} must be a number of samples per second", param=param) from exc
-    if not 1000 <= rate <= 384_000 or (isinstance(value, float) and value != rate):
-        raise InvalidParameter(f"{param} {value} is out of range", param=param)
-    return rate
-
-
-def parse_format(value: Any, param: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > 16:
-        raise InvalidParameter(f"{param} must be an audio format name such as 'wav' or 'mp3'", param=param)
-    return value.lower()
-
-
-def instant_hotwords(value: Any, param: str) -> list[Hotword]:
-    """Inline hotwords: ``{"term": weight, ...}`` or ``[{"text": ..., "weight": ...}, ...]``."""
-    if value is None:
-        return []
-    items: list[tuple[Any, Any]]
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
-        items = [(v.get("text"), v.get("weight", 4)) for v in value]
-    else:
-        raise InvalidParameter(f"{param} must map terms to weights", param=param)
-    out = []
-    for text, weight in items:
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidParameter(f"{param}: every term must be a non-empty string", param=param)
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 5:
-            raise InvalidParameter(f"{param}: the weight of '{text}' must be an integer 1-5", param=param)
-        out.append(Hotword(text=text.strip(), weight=weight))
-    return out
-
-
-def text_of(content: Any, param: str) -> list[str]:
-    """Text pieces of a message content: a string, or parts such as ``{"text": ...}``."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content.strip() else []
-    if not isinstance(content, list):
-        raise InvalidParameter(f"{param} must be a string or an array of parts", param=param)
-    out = []
-    for index, item in enumerate(content):
-        if not isinstance(item, dict):
-            raise InvalidParameter(f"{param}[{index}] must be an object", param=f"{param}[{index}]")
-        text = item.get("text")
-        if isinstance(text, str) and text.strip():
-            out.append(text)
-    return out
+class _LanguageField(RequestModel):
+    value: LanguageCode = None
 
 
 # -- recognition ----------------------------------------------------------------------------------

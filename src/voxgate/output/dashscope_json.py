@@ -67,3 +67,11 @@ def file_result_json(
         },
         "transcripts": [transcript_json(t, words=words) for t in result.transcripts],
     }
+
+
+def audio_info_annotations(language: str | None) -> list[dict[str, Any]]:
+    """The ``annotations`` of a recognition answer: the detected language (qwen3-asr-flash shape)."""
+    info: dict[str, Any] = {"type": "audio_info"}
+    if language:
+        info["language"] = language
+    return [info]

@@ -15,7 +15,6 @@ every error is then an ``event:error`` event.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,30 +23,36 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
 
 from voxgate.api.auth import require_key
-from voxgate.api.errors import SSE_HEADERS, new_request_id, sse_error_event
+from voxgate.api.body import json_body, read_json_object
+from voxgate.api.errors import new_request_id, sse_error_event
+from voxgate.api.messages import Messages, audio_message
+from voxgate.api.sse import SSE_HEADERS, dashscope_event
 from voxgate.api.sync_recognition import (
     ClipResult,
     StreamStep,
-    as_object,
-    instant_hotwords,
     load_samples,
-    parse_bool,
-    parse_format,
-    parse_language,
-    parse_language_hints,
-    parse_sample_rate,
-    read_json_object,
     recognize_samples,
-    require_model,
     stream_steps,
-    text_of,
 )
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions
-from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.errors import VoxgateError
 from voxgate.jobs.store import owner_of
+from voxgate.output.dashscope_json import audio_info_annotations, sentence_json
+from voxgate.params import (
+    AudioFormat,
+    Flag,
+    InstantHotwords,
+    LanguageCode,
+    LanguageHints,
+    NonEmptyStr,
+    RequestModel,
+    SampleRate,
+    parse,
+)
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.generation")
@@ -76,76 +81,59 @@ class GenerationCall:
         return self.profile.family in CHOICES_FAMILIES
 
 
-# -- parsing --------------------------------------------------------------------------------------
-def _audio_of(part: dict[str, Any], param: str) -> tuple[Any, str] | None:
-    """The audio reference held by a content part (either dialect), with its parameter path."""
-    if "audio" in part and part.get("type") in (None, "audio"):
-        return part["audio"], f"{param}.audio"
-    if part.get("type") == "input_audio" or "input_audio" in part:
-        inner = part.get("input_audio")
-        if isinstance(inner, str):
-            return inner, f"{param}.input_audio"
-        if not isinstance(inner, dict):
-            raise InvalidParameter(f"{param}.input_audio must be an object with 'data'", param=param)
-        return inner.get("data", inner.get("url")), f"{param}.input_audio.data"
-    return None
+# -- requests -------------------------------------------------------------------------------------
+class GenerationAsrOptions(RequestModel):
+    language: LanguageCode = None
+    enable_itn: Flag | None = None
+    enable_lid: Flag = True
 
 
-def parse_messages(messages: Any) -> tuple[tuple[Any, str], list[str]]:
-    """The single audio reference and the context texts of ``input.messages``."""
-    if not isinstance(messages, list) or not messages:
-        raise InvalidParameter("input.messages must be a non-empty array", param="input.messages")
-    audios: list[tuple[Any, str]] = []
-    context: list[str] = []
-    for i, message in enumerate(messages):
-        param = f"input.messages[{i}]"
-        if not isinstance(message, dict):
-            raise InvalidParameter(f"{param} must be an object", param=param)
-        content = message.get("content")
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if isinstance(part, dict) and (found := _audio_of(part, f"{param}.content[{j}]")) is not None:
-                    audios.append(found)
-        context.extend(text_of(content, f"{param}.content"))
-    if not audios:
-        raise InvalidParameter(
-            'no audio in input.messages: add a user content part {"audio": <url or data URI>}',
-            param="input.messages",
-        )
-    if len(audios) > 1:
-        raise InvalidParameter("only one audio per request is supported", param=audios[1][1])
-    return audios[0], context
+class GenerationParameters(RequestModel):
+    asr_options: GenerationAsrOptions = Field(default_factory=GenerationAsrOptions)
+    language: LanguageCode = None
+    language_hints: LanguageHints = Field(default_factory=list)
+    enable_itn: Flag | None = None
+    vocabulary: InstantHotwords = Field(default_factory=list)
+    vocabulary_id: str | None = None
+    format: AudioFormat = None
+    sample_rate: SampleRate = None
+    incremental_output: Flag = False
+
+
+class GenerationInput(RequestModel):
+    messages: Messages
+
+
+class GenerationRequest(RequestModel):
+    """``POST /api/v1/services/aigc/multimodal-generation/generation`` (both dialects)."""
+
+    model: NonEmptyStr
+    input: GenerationInput
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
 
 
 def parse_generation(body: dict[str, Any], services: Services) -> GenerationCall:
-    profile = services.catalog.resolve(require_model(body.get("model")), mode="sync")
-    input_ = as_object(body.get("input"), "input")
-    params = as_object(body.get("parameters"), "parameters")
-    asr = as_object(params.get("asr_options"), "parameters.asr_options")
-    (audio, audio_param), context = parse_messages(input_.get("messages"))
-    if not isinstance(audio, str) or not audio.strip():
-        raise InvalidParameter(f"{audio_param} must be a URL or a data URI", param=audio_param)
-    language = parse_language(asr.get("language"), "parameters.asr_options.language")
-    if language is None:
-        language = parse_language(params.get("language"), "parameters.language")
-    itn_value = asr.get("enable_itn", params.get("enable_itn"))
-    parse_bool(asr.get("enable_lid"), "parameters.asr_options.enable_lid", True)
+    request = parse(GenerationRequest, body)
+    profile = services.catalog.resolve(request.model, mode="sync")
+    params = request.parameters
+    found = audio_message(request.input.messages, "input.messages")
+    itn = params.asr_options.enable_itn if params.asr_options.enable_itn is not None else params.enable_itn
     options = RecognitionOptions(
-        language=language,
-        language_hints=parse_language_hints(params.get("language_hints"), "parameters.language_hints"),
-        hotwords=instant_hotwords(params.get("vocabulary"), "parameters.vocabulary"),
-        context="\n".join(context) or None,
-        itn=parse_bool(itn_value, "parameters.asr_options.enable_itn"),
+        language=params.asr_options.language or params.language,
+        language_hints=params.language_hints,
+        hotwords=params.vocabulary,
+        context=found.context,
+        itn=bool(itn),
     )
     return GenerationCall(
         profile=profile,
-        audio=audio,
-        audio_param=audio_param,
+        audio=found.audio,
+        audio_param=found.param,
         options=options,
-        audio_format=parse_format(params.get("format"), "parameters.format"),
-        sample_rate=parse_sample_rate(params.get("sample_rate"), "parameters.sample_rate"),
-        incremental=parse_bool(params.get("incremental_output"), "parameters.incremental_output"),
-        vocabulary_id=_vocabulary_id(params),
+        audio_format=params.format or found.audio_format,
+        sample_rate=params.sample_rate,
+        incremental=params.incremental_output,
+        vocabulary_id=params.vocabulary_id or None,
     )
 
 
@@ -159,13 +147,6 @@ async def prepare_generation(body: dict[str, Any], services: Services, owner: st
     return call
 
 
-def _vocabulary_id(params: dict[str, Any]) -> str | None:
-    value = params.get("vocabulary_id")
-    if value is not None and not isinstance(value, str):
-        raise InvalidParameter("parameters.vocabulary_id must be a string", param="parameters.vocabulary_id")
-    return value or None
-
-
 # -- rendering ------------------------------------------------------------------------------------
 def _usage(call: GenerationCall, result: ClipResult) -> dict[str, Any]:
     if call.choices_style:
@@ -177,32 +158,11 @@ def _usage(call: GenerationCall, result: ClipResult) -> dict[str, Any]:
     return {"duration": result.seconds, "seconds": result.seconds}
 
 
-def _annotations(result: ClipResult) -> list[dict[str, Any]]:
-    info: dict[str, Any] = {"type": "audio_info"}
-    if result.language:
-        info["language"] = result.language
-    return [info]
-
-
 def choices_output(text: str, result: ClipResult, *, final: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": [{"text": text}]}
     if final:
-        message["annotations"] = _annotations(result)
+        message["annotations"] = audio_info_annotations(result.language)
     return {"choices": [{"finish_reason": "stop" if final else "null", "message": message}]}
-
-
-def _sentence_json(result: ClipResult, index: int) -> dict[str, Any]:
-    sentence = result.sentences[index]
-    return {
-        "sentence_id": index + 1,
-        "begin_time": sentence.begin_time,
-        "end_time": sentence.end_time,
-        "text": sentence.text,
-        "words": [
-            {"begin_time": w.begin_time, "end_time": w.end_time, "text": w.text, "punctuation": w.punctuation}
-            for w in sentence.words
-        ],
-    }
 
 
 def text_output(text: str, result: ClipResult, *, sentence_index: int | None, final: bool) -> dict[str, Any]:
@@ -211,9 +171,9 @@ def text_output(text: str, result: ClipResult, *, sentence_index: int | None, fi
     if result.language:
         output["language"] = result.language
     if sentence_index is not None:
-        output["sentence"] = _sentence_json(result, sentence_index)
+        output["sentence"] = sentence_json(result.sentences[sentence_index], sentence_index + 1)
     else:
-        output["sentences"] = [_sentence_json(result, i) for i in range(len(result.sentences))]
+        output["sentences"] = [sentence_json(s, i + 1) for i, s in enumerate(result.sentences)]
     return output
 
 
@@ -236,8 +196,8 @@ def render_step(call: GenerationCall, step: StreamStep, request_id: str) -> dict
 
 
 def sse_event(event_id: int, payload: dict[str, Any]) -> str:
-    """A DashScope SSE result event (``id:``, ``event:result``, ``data:``, blank line)."""
-    return f"id:{event_id}\nevent:result\ndata:{json.dumps(payload, ensure_ascii=False)}\n\n"
+    """A DashScope SSE result event."""
+    return dashscope_event(event_id, payload)
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -278,7 +238,7 @@ async def _stream(
     yield sse_error_event(error.code, error.message, request_id, status=error.status)
 
 
-@router.post(GENERATION_PATH)
+@router.post(GENERATION_PATH, openapi_extra=json_body(GenerationRequest))
 async def generation(request: Request, api_key: str = Depends(require_key())) -> Response:
     services: Services = request.app.state.services
     request_id = new_request_id()

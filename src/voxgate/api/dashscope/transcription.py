@@ -8,33 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import json
 import math
 import os
 import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 from voxgate.api.auth import require_key
+from voxgate.api.body import json_body, read_json_object
 from voxgate.api.errors import new_request_id
 from voxgate.errors import InvalidParameter, VoxgateError
-from voxgate.jobs.params import parse_job_parameters
+from voxgate.jobs.params import TranscriptionParameters
 from voxgate.jobs.store import (
     CANCELED,
     FAILED,
     PENDING,
-    RUNNING,
     SUCCEEDED,
     TERMINAL,
     UNKNOWN,
     TaskView,
     owner_of,
 )
+from voxgate.params import NonEmptyStr, RequestModel, parse
 from voxgate.services import Services
 from voxgate.uploads import owns
 
@@ -61,62 +63,44 @@ def _services(request: Request) -> Services:
     return services
 
 
-# -- request parsing ------------------------------------------------------------------------------
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object, read under ``max_bytes``; errors are ``InvalidParameter``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise InvalidParameter(f"the request body is larger than {max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise InvalidParameter(f"the request body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise InvalidParameter("the request body is empty; a JSON object is required")
-    try:
-        body = await asyncio.to_thread(json.loads, raw) if len(raw) > 256 * 1024 else json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"the request body is not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise InvalidParameter("the request body must be a JSON object")
-    return body
-
-
-def _check_url(value: Any, field: str) -> str:
+# -- requests -------------------------------------------------------------------------------------
+def _file_url(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidParameter(f"{field} must be a non-empty URL string", param=field)
+        raise PydanticCustomError("url", "must be a non-empty URL string")
     url = value.strip()
     if len(url) > MAX_URL_CHARS:
-        raise InvalidParameter(f"{field} is longer than {MAX_URL_CHARS} characters", param=field)
+        raise PydanticCustomError("url", "is longer than {n} characters", {"n": MAX_URL_CHARS})
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _URL_SCHEMES:
-        raise InvalidParameter(f"{field} must be an http(s) or oss:// URL (got '{url[:80]}')", param=field)
-    if scheme in ("http", "https") and not parts.hostname:
-        raise InvalidParameter(f"{field} has no host", param=field)
+    if parts.scheme.lower() not in _URL_SCHEMES:
+        raise PydanticCustomError("url", "must be an http(s) or oss:// URL (got '{url}')", {"url": url[:80]})
+    if parts.scheme.lower() in ("http", "https") and not parts.hostname:
+        raise PydanticCustomError("url", "has no host")
     return url
 
 
-def file_urls_of(input_: dict[str, Any], family: str) -> list[str]:
-    """The request's files: ``input.file_urls`` (≤100) or ``input.file_url``."""
-    if "file_urls" in input_ and input_["file_urls"] is not None:
-        urls = input_["file_urls"]
-        if not isinstance(urls, list) or not urls:
-            raise InvalidParameter("input.file_urls must be a non-empty array of URLs", param="input.file_urls")
-        if len(urls) > MAX_FILE_URLS:
-            raise InvalidParameter(f"input.file_urls holds at most {MAX_FILE_URLS} URLs", param="input.file_urls")
-        checked = [_check_url(u, f"input.file_urls[{i}]") for i, u in enumerate(urls)]
-    elif "file_url" in input_ and input_["file_url"] is not None:
-        checked = [_check_url(input_["file_url"], "input.file_url")]
-    else:
+FileUrl = Annotated[str, BeforeValidator(_file_url), WithJsonSchema({"type": "string", "format": "uri"})]
+
+
+class TranscriptionInput(RequestModel):
+    file_urls: Annotated[list[FileUrl], Field(min_length=1, max_length=MAX_FILE_URLS)] | None = None
+    file_url: FileUrl | None = None
+    vocabulary_id: NonEmptyStr | None = None
+
+    def urls(self) -> list[tuple[str, str]]:
+        """(field, URL) of every file: ``file_urls`` (≤100) or ``file_url``."""
+        if self.file_urls is not None:
+            return [(f"input.file_urls[{i}]", url) for i, url in enumerate(self.file_urls)]
+        if self.file_url is not None:
+            return [("input.file_url", self.file_url)]
         raise InvalidParameter("input.file_urls (or input.file_url) is required", param="input.file_urls")
-    if family == "qwen-asr" and len(checked) > 1:
-        raise InvalidParameter("this model transcribes one file per task", param="input.file_urls")
-    return checked
+
+
+class TranscriptionRequest(RequestModel):
+    """``POST /api/v1/services/audio/asr/transcription``."""
+
+    model: NonEmptyStr
+    input: TranscriptionInput
+    parameters: TranscriptionParameters = Field(default_factory=TranscriptionParameters)
 
 
 # -- response shaping -----------------------------------------------------------------------------
@@ -190,44 +174,36 @@ def envelope(output: dict[str, Any], usage: dict[str, Any] | None = None) -> JSO
 
 
 # -- endpoints ------------------------------------------------------------------------------------
-@router.post("/api/v1/services/audio/asr/transcription")
+@router.post("/api/v1/services/audio/asr/transcription", openapi_extra=json_body(TranscriptionRequest))
 async def submit_transcription(request: Request, api_key: str = Depends(require_key("submit"))) -> JSONResponse:
     """Create a file transcription task (answered at once with ``PENDING``)."""
     services = _services(request)
     body = await read_json_object(request, services.settings.max_request_bytes)
-    model = body.get("model")
-    if model is None:
-        raise InvalidParameter("model is required", param="model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidParameter("model must be a non-empty string", param="model")
-    profile = services.catalog.resolve(model, mode="file")
-    input_ = body.get("input")
-    if input_ is None:
-        raise InvalidParameter("input is required", param="input")
-    if not isinstance(input_, dict):
-        raise InvalidParameter("input must be an object", param="input")
-    urls = file_urls_of(input_, profile.family)
-    for i, url in enumerate(urls):
-        if url.lower().startswith("oss://") and not owns(url, owner_of(api_key)):
-            field = f"input.file_urls[{i}]" if "file_urls" in input_ else "input.file_url"
+    submitted = parse(TranscriptionRequest, body)
+    profile = services.catalog.resolve(submitted.model, mode="file")
+    owner = owner_of(api_key)
+    files = submitted.input.urls()
+    if profile.family == "qwen-asr" and len(files) > 1:
+        raise InvalidParameter("input.file_urls: this model transcribes one file per task", param="input.file_urls")
+    for field, url in files:
+        if url.lower().startswith("oss://") and not owns(url, owner):
             raise InvalidParameter(f"{field}: the uploaded file {url} does not exist on this server", param=field)
-    raw_params = body.get("parameters")
-    parsed = parse_job_parameters(raw_params, input_)
-    stored: dict[str, Any] = dict(raw_params or {})
+    parsed = submitted.parameters.to_job(submitted.input.vocabulary_id)
+    stored: dict[str, Any] = dict(body.get("parameters") or {})
     if parsed.vocabulary_id:
         stored["vocabulary_id"] = parsed.vocabulary_id
-        await asyncio.to_thread(services.hotwords_for, parsed.vocabulary_id, owner_of(api_key))
+        await asyncio.to_thread(services.hotwords_for, parsed.vocabulary_id, owner)
     store, executor = services.jobs(), services.job_executor()
     await asyncio.to_thread(executor.check_capacity)
     task_id = str(uuid.uuid4())
     await asyncio.to_thread(
         store.create_task,
         task_id,
-        owner=owner_of(api_key),
-        model=model,
+        owner=owner,
+        model=submitted.model,
         family=profile.family,
         parameters=stored,
-        file_urls=urls,
+        file_urls=[url for _field, url in files],
     )
     executor.notify()
     return envelope({"task_id": task_id, "task_status": PENDING})
@@ -244,40 +220,50 @@ async def query_task(task_id: str, request: Request, api_key: str = Depends(requ
     return envelope(output, usage)
 
 
-def _list_time(value: str | None, field: str) -> float | None:
+def _list_time(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(calendar.timegm(time.strptime(value, _LIST_TIME)))
-    except ValueError as exc:
-        raise InvalidParameter(f"{field} must look like 20240101000000 (UTC)", param=field) from exc
+        return float(calendar.timegm(time.strptime(str(value), _LIST_TIME)))
+    except ValueError:
+        raise PydanticCustomError("list_time", "must look like 20240101000000 (UTC)") from None
 
 
-def _list_int(value: str | None, field: str, default: int, low: int, high: int) -> int:
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise InvalidParameter(f"{field} must be an integer between {low} and {high}", param=field)
-    return int(value)
+ListTime = Annotated[float | None, BeforeValidator(_list_time), WithJsonSchema({"type": "string"})]
+
+
+class ListTasksQuery(RequestModel):
+    """Query of ``GET /api/v1/tasks``; empty values take the default."""
+
+    page_no: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    page_size: Annotated[int, Field(ge=1, le=100)] = 10
+    status: Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"] | None = None
+    model_name: str | None = None
+    start_time: ListTime = None
+    end_time: ListTime = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v != ""}
+        return data
 
 
 @router.get("/api/v1/tasks")
-async def list_tasks(request: Request, api_key: str = Depends(require_key("query"))) -> JSONResponse:
+async def list_tasks(
+    request: Request, query: Annotated[ListTasksQuery, Query()], api_key: str = Depends(require_key("query"))
+) -> JSONResponse:
     """The caller's tasks, newest first (flat shape: ``tasks``, ``page_no``, ``page_size``, ``total``)."""
     services = _services(request)
-    q = request.query_params
-    page_no = _list_int(q.get("page_no"), "page_no", 1, 1, 1_000_000)
-    page_size = _list_int(q.get("page_size"), "page_size", 10, 1, 100)
-    status = q.get("status") or None
-    if status is not None and status not in (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED):
-        raise InvalidParameter("status must be PENDING, RUNNING, SUCCEEDED, FAILED or CANCELED", param="status")
+    page_no, page_size = query.page_no, query.page_size
     tasks, total = await asyncio.to_thread(
         services.jobs().list_tasks,
         owner=owner_of(api_key),
-        status=status,
-        model=q.get("model_name") or None,
-        start=_list_time(q.get("start_time"), "start_time"),
-        end=_list_time(q.get("end_time"), "end_time"),
+        status=query.status,
+        model=query.model_name,
+        start=query.start_time,
+        end=query.end_time,
         page_no=page_no,
         page_size=page_size,
     )

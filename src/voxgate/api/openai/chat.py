@@ -8,7 +8,6 @@ recognized sentence, ending with ``data: [DONE]``. Errors use the OpenAI shape `
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -19,33 +18,51 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
 
 from voxgate.api.auth import require_key
-from voxgate.api.errors import SSE_HEADERS, openai_error_body
+from voxgate.api.body import json_body, read_json_object
+from voxgate.api.errors import openai_error_body
+from voxgate.api.messages import Messages, audio_message
+from voxgate.api.sse import DONE, SSE_HEADERS, data_event
 from voxgate.api.sync_recognition import (
     ClipResult,
-    as_object,
     load_samples,
-    parse_bool,
-    parse_format,
-    parse_language,
-    read_json_object,
     recognize_samples,
-    require_model,
     stream_steps,
     sync_gate,
-    text_of,
 )
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions
-from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.errors import VoxgateError
 from voxgate.jobs.store import owner_of
+from voxgate.output.dashscope_json import audio_info_annotations
+from voxgate.params import Flag, LanguageCode, NonEmptyStr, RequestModel, parse
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.chat")
 router = APIRouter()
 
 CHAT_PATH = "/compatible-mode/v1/chat/completions"
+
+
+class ChatAsrOptions(RequestModel):
+    language: LanguageCode = None
+    enable_itn: Flag = False
+
+
+class StreamOptions(RequestModel):
+    include_usage: Flag = False
+
+
+class ChatRequest(RequestModel):
+    """``POST /compatible-mode/v1/chat/completions`` (``asr_options``: ``extra_body`` in the OpenAI SDK)."""
+
+    model: NonEmptyStr
+    messages: Messages
+    stream: Flag = False
+    stream_options: StreamOptions = Field(default_factory=StreamOptions)
+    asr_options: ChatAsrOptions = Field(default_factory=ChatAsrOptions)
 
 
 @dataclass(slots=True)
@@ -62,63 +79,22 @@ class ChatCall:
     include_usage: bool
 
 
-def _audio_part(part: dict[str, Any], param: str) -> tuple[Any, str, Any] | None:
-    """(reference, parameter path, format) of an ``input_audio`` part, or None for other parts."""
-    if part.get("type") != "input_audio" and "input_audio" not in part:
-        return None
-    inner = part.get("input_audio")
-    if isinstance(inner, str):
-        return inner, f"{param}.input_audio", None
-    if not isinstance(inner, dict):
-        raise InvalidParameter(f"{param}.input_audio must be an object with 'data'", param=param)
-    return inner.get("data", inner.get("url")), f"{param}.input_audio.data", inner.get("format")
-
-
 def parse_chat(body: dict[str, Any], services: Services) -> ChatCall:
-    model = require_model(body.get("model"))
-    profile = services.catalog.resolve(model, mode="sync")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidParameter("messages must be a non-empty array", param="messages")
-    audios: list[tuple[Any, str, Any]] = []
-    context: list[str] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidParameter(f"messages[{i}] must be an object", param=f"messages[{i}]")
-        content = message.get("content")
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                found = _audio_part(part, f"messages[{i}].content[{j}]") if isinstance(part, dict) else None
-                if found is not None:
-                    audios.append(found)
-        context.extend(text_of(content, f"messages[{i}].content"))
-    if not audios:
-        raise InvalidParameter(
-            'no audio in messages: add a user content part {"type": "input_audio", "input_audio": {"data": ...}}',
-            param="messages",
-        )
-    if len(audios) > 1:
-        raise InvalidParameter("only one audio per request is supported", param=audios[1][1])
-    audio, audio_param, audio_format = audios[0]
-    if not isinstance(audio, str) or not audio.strip():
-        raise InvalidParameter(f"{audio_param} must be a URL or a data URI", param=audio_param)
-    asr = as_object(body.get("asr_options"), "asr_options")
-    stream_options = as_object(body.get("stream_options"), "stream_options")
-    stream = parse_bool(body.get("stream"), "stream")
+    request = parse(ChatRequest, body)
+    profile = services.catalog.resolve(request.model, mode="sync")
+    found = audio_message(request.messages, "messages")
     options = RecognitionOptions(
-        language=parse_language(asr.get("language"), "asr_options.language"),
-        context="\n".join(context) or None,
-        itn=parse_bool(asr.get("enable_itn"), "asr_options.enable_itn"),
+        language=request.asr_options.language, context=found.context, itn=request.asr_options.enable_itn
     )
     return ChatCall(
-        model=model,
+        model=request.model,
         profile=profile,
-        audio=audio,
-        audio_param=audio_param,
-        audio_format=parse_format(audio_format, "input_audio.format"),
+        audio=found.audio,
+        audio_param=found.param,
+        audio_format=found.audio_format,
         options=options,
-        stream=stream,
-        include_usage=stream and parse_bool(stream_options.get("include_usage"), "stream_options.include_usage"),
+        stream=request.stream,
+        include_usage=request.stream and request.stream_options.include_usage,
     )
 
 
@@ -132,15 +108,8 @@ def _usage(result: ClipResult) -> dict[str, Any]:
     }
 
 
-def _annotations(result: ClipResult) -> list[dict[str, Any]]:
-    info: dict[str, Any] = {"type": "audio_info"}
-    if result.language:
-        info["language"] = result.language
-    return [info]
-
-
 def render(call: ChatCall, result: ClipResult, completion_id: str, created: int) -> dict[str, Any]:
-    message = {"role": "assistant", "content": result.text, "annotations": _annotations(result)}
+    message = {"role": "assistant", "content": result.text, "annotations": audio_info_annotations(result.language)}
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -171,14 +140,10 @@ class ChunkWriter:
 
     def closing(self, result: ClipResult) -> list[dict[str, Any]]:
         """The stop chunk (with the annotation) and, if asked for, the usage chunk."""
-        chunks = [self.chunk({"annotations": _annotations(result)}, "stop")]
+        chunks = [self.chunk({"annotations": audio_info_annotations(result.language)}, "stop")]
         if self.call.include_usage:
             chunks.append(self.chunk(None) | {"usage": _usage(result)})
         return chunks
-
-
-def _data(payload: Any) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 async def _stream(
@@ -186,25 +151,25 @@ async def _stream(
 ) -> AsyncIterator[str]:
     """A role chunk at once, a content chunk per sentence as its block is recognized, stop, usage, [DONE]."""
     writer = ChunkWriter(call, completion_id, created)
-    yield _data(writer.chunk({"role": "assistant", "content": ""}))
+    yield data_event(writer.chunk({"role": "assistant", "content": ""}))
     try:
         async for step in stream_steps(services, audio, call.options, call.profile, incremental=True):
             if step.piece:
-                yield _data(writer.chunk({"content": step.piece}))
+                yield data_event(writer.chunk({"content": step.piece}))
             if step.final:
                 for payload in writer.closing(step.result):
-                    yield _data(payload)
+                    yield data_event(payload)
     except VoxgateError as exc:
-        yield _data(openai_error_body(exc.code, exc.message, exc.param))
+        yield data_event(openai_error_body(exc.code, exc.message, exc.param))
         return
     except Exception:
         logger.exception("streamed recognition failed")
-        yield _data(openai_error_body("InternalError", "internal error; the request was not completed"))
+        yield data_event(openai_error_body("InternalError", "internal error; the request was not completed"))
         return
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
-@router.post(CHAT_PATH)
+@router.post(CHAT_PATH, openapi_extra=json_body(ChatRequest))
 async def chat_completions(request: Request, api_key: str = Depends(require_key())) -> Response:
     services: Services = request.app.state.services
     body = await read_json_object(request, services.settings.max_request_bytes)

@@ -10,7 +10,6 @@ sentence) and a final ``transcript.text.done``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import zlib
@@ -24,7 +23,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from voxgate.api.audio_source import MultipartForm, read_multipart, temp_destination
 from voxgate.api.auth import require_key
-from voxgate.api.errors import SSE_HEADERS, openai_error_body
+from voxgate.api.errors import openai_error_body
+from voxgate.api.sse import SSE_HEADERS, data_event
 from voxgate.api.sync_recognition import (
     ClipResult,
     decode_for_sync,
@@ -134,10 +134,6 @@ def render(result: ClipResult, response_format: str, granularities: set[str]) ->
     return PlainTextResponse(result.text + "\n")
 
 
-def _data(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 async def _stream(
     services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
 ) -> AsyncIterator[str]:
@@ -145,14 +141,14 @@ async def _stream(
     try:
         async for step in stream_steps(services, audio, options, profile, incremental=True):
             if step.piece:
-                yield _data({"type": "transcript.text.delta", "delta": step.piece})
+                yield data_event({"type": "transcript.text.delta", "delta": step.piece})
             if step.final:
-                yield _data({"type": "transcript.text.done", "text": step.result.text})
+                yield data_event({"type": "transcript.text.done", "text": step.result.text})
     except VoxgateError as exc:
-        yield _data(openai_error_body(exc.code, exc.message, exc.param))
+        yield data_event(openai_error_body(exc.code, exc.message, exc.param))
     except Exception:
         logger.exception("streamed transcription failed")
-        yield _data(openai_error_body("InternalError", "internal error; the request was not completed"))
+        yield data_event(openai_error_body("InternalError", "internal error; the request was not completed"))
 
 
 # -- routes ---------------------------------------------------------------------------------------
