@@ -68,6 +68,7 @@ export function setupFiles(el) {
     result = await response.json();
     sourceName = label.replace(/\.[^.]+$/, "") || "transcript";
     showTranscript();
+    el.viewer.dataset.taskId = task.task_id;
     const count = el.transcript.querySelectorAll(".sentence").length;
     status(`Done: ${count} sentence${count === 1 ? "" : "s"} from ${label}.`);
   }
@@ -210,7 +211,10 @@ export function setupFiles(el) {
   }
 
   // -- wiring ------------------------------------------------------------------------------------
-  el.input.addEventListener("change", () => takeFile(el.input.files[0]));
+  el.input.addEventListener("change", () => {
+    takeFile(el.input.files[0]);
+    el.input.value = ""; // choosing the same file again starts a new job
+  });
   for (const name of ["dragenter", "dragover"]) {
     el.dropzone.addEventListener(name, (event) => {
       event.preventDefault();

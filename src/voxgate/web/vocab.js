@@ -56,7 +56,7 @@ export function setupVocab(el, { onChange, onUse }) {
       const row = document.createElement("tr");
       const cells = [
         [entry.vocabulary_id, "id"],
-        [entry.target_model, ""],
+        [entry.target_model, "model"],
         [(entry.vocabulary || []).map((v) => v.text).join(", "), ""],
         [entry.gmt_modified || entry.gmt_create || "", ""],
       ];

@@ -1,0 +1,252 @@
+"""The web console at ``/`` in a real browser (Debian's Chromium driven by Playwright) against a real server.
+
+Chromium's fake microphone plays a real recording (``--use-file-for-fake-audio-capture``); the page streams it
+over the run-task WebSocket exactly as it would a user's microphone. Screenshots of each view are written to
+docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import API_KEY, ROOT, RunningServer, audio_file, join_wavs, synth, wer
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+DESKTOP = {"width": 1100, "height": 760}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake microphone's recording: real read speech, then 4 s of silence (played once, not looped)."""
+    return join_wavs([audio_file("beckett_16k.wav")], tmp_path_factory.mktemp("mic") / "mic.wav", pause_s=4.0)
+
+
+@pytest.fixture(scope="module")
+def browser(microphone_wav: Path) -> Iterator[Browser]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise RuntimeError("Chromium is required for the console tests (make install installs Debian's chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--no-first-run",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone_wav}%noloop",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
+    """The console with the API key already entered; fails the test on any script error (CSP included)."""
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    context.add_init_script(f"sessionStorage.setItem('voxgate.apiKey', '{API_KEY}')")
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    opened.goto(server.url + "/")
+    opened.wait_for_selector("body[data-ready=true]")
+    yield opened
+    context.close()
+    assert errors == []
+
+
+def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def shot(page: Page, name: str, full_page: bool = True) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+
+
+def upload(page: Page, path: Path) -> None:
+    """Choose a file in the Files view and wait for its transcript."""
+    before = page.get_attribute("#viewer", "data-task-id")
+    page.set_input_files("#file-input", str(path))
+    try:
+        poll(lambda: page.get_attribute("#viewer", "data-task-id") not in (None, before), 120, "a transcript")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{path.name}: {page.inner_text('#file-status')} {page.inner_text('#file-alert')}"
+        ) from exc
+
+
+def test_console_is_served_with_its_assets(page: Page, server: RunningServer) -> None:
+    assert page.title() == "voxgate console"
+    models = page.eval_on_selector_all("#live-model option", "options => options.map(o => o.value)")
+    assert "fun-asr-realtime" in models and "fun-asr" not in models
+    assert page.evaluate("fetch('/console/console.py').then(r => r.status)") == 404
+    # keyboard: the tabs follow the arrow keys
+    page.focus("#tab-live")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-files", "aria-selected") == "true" and page.is_visible("#dropzone")
+
+
+def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
+    page.select_option("#live-language", "en")
+    page.click("#live-toggle")
+    interims: list[tuple[float, str]] = []
+    first_final: float | None = None
+    captured = False
+    started = time.monotonic()
+    while time.monotonic() - started < 40:
+        now = time.monotonic() - started
+        interim = page.inner_text("#live-interim").strip()
+        if interim and (not interims or interims[-1][1] != interim):
+            interims.append((now, interim))
+        finals = page.locator("#live-finals li .text").all_inner_texts()
+        if finals and first_final is None:
+            first_final = now
+        if finals and interim and not captured:
+            shot(page, "live.png", full_page=False)
+            captured = True
+        if len(" ".join(finals).split()) >= 12:
+            break
+        time.sleep(0.1)
+    page.click("#live-toggle")
+    poll(lambda: page.inner_text("#live-status").startswith("Stopped"), 30, "the session to stop")
+    if not captured:
+        shot(page, "live.png", full_page=False)
+    finals = page.locator("#live-finals li .text").all_inner_texts()
+    assert first_final is not None and interims, (interims, finals)
+    assert interims[0][0] < first_final, "an interim hypothesis is shown before the first final"
+    text = " ".join(finals)
+    assert wer(BECKETT, text) <= 0.25, text
+    lags = [float(t.split()[1]) for t in page.locator("#live-finals .lag").all_inner_texts()]
+    assert len(lags) == len(finals) and all(0 < lag < 5 for lag in lags), lags
+    assert "Median final lag" in page.inner_text("#live-status")
+    assert page.is_hidden("#live-alert")
+
+
+def test_file_upload_transcript_seek_search_and_download(page: Page, tmp_path: Path) -> None:
+    page.click("#tab-files")
+    page.select_option("#file-language", "en")
+    upload(page, audio_file("beckett_16k.wav"))
+    assert page.inner_text("#file-status").startswith("Done")
+    assert page.get_attribute("#upload-progress", "value") == "100"
+    words = page.locator("#transcript .word").all_inner_texts()
+    assert wer(BECKETT, " ".join(words)) <= 0.25, words
+    poll(lambda: page.evaluate("document.getElementById('player').readyState >= 1"), 10, "the audio to load")
+    word = page.locator("#transcript .word", has_text="matter").first
+    begin_s = float(word.get_attribute("data-begin") or "nan") / 1000
+    assert begin_s > 1.0
+    word.click()
+    current = poll(lambda: page.evaluate("document.getElementById('player').currentTime") or None, 5, "a seek")
+    assert abs(current - begin_s) < 0.05
+    assert "current" in (word.get_attribute("class") or "")
+    page.fill("#search", "fail")
+    assert page.inner_text("#search-count") in ("2 matches", "3 matches")
+    assert page.locator("#transcript .word.match").count() >= 2
+    with page.expect_download() as download_info:
+        page.click(".downloads button[data-format=srt]")
+    srt = Path(download_info.value.path()).read_text()
+    assert download_info.value.suggested_filename == "beckett_16k.srt"
+    assert srt.startswith("1\n00:00:00,") and " --> " in srt and "matter" in srt.lower()
+    shot(page, "files.png")
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    shot(page, "files-phone.png")
+
+
+def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path) -> None:
+    names = synth("We deployed the Xylantrix cluster in the Tolkarov region.", tmp_path / "names.wav")
+    page.click("#tab-files")
+    page.select_option("#file-language", "en")
+    upload(page, names)
+    plain = page.inner_text("#transcript").lower()
+    assert "xylantrix" not in plain
+
+    page.click("#tab-vocab")
+    page.fill("#vocab-prefix", "browser")
+    page.fill("#vocab-terms", "Xylantrix, 5\nTolkarov, 5")
+    page.click("#vocab-save")
+    row = page.locator("#vocab-table tbody tr", has_text="vocab-browser-")
+    row.wait_for()
+    vocabulary_id = row.locator("td.id").inner_text()
+    assert "Xylantrix, Tolkarov" in row.inner_text()
+    shot(page, "vocabularies.png")
+    row.get_by_role("button", name=f"Use {vocabulary_id}").click()
+    assert page.input_value("#live-vocab") == vocabulary_id
+
+    page.click("#tab-files")
+    assert page.input_value("#file-vocab") == vocabulary_id
+    upload(page, names)
+    biased = page.inner_text("#transcript").lower()
+    assert "xylantrix" in biased and "tolkarov" in biased, biased
+
+    # edit, then delete (confirming the dialog): the list and the pickers follow
+    page.click("#tab-vocab")
+    row.get_by_role("button", name=f"Edit {vocabulary_id}").click()
+    page.fill("#vocab-terms", "Xylantrix, 4")
+    page.click("#vocab-save")
+    page.locator("#vocab-table tbody tr", has_text="Xylantrix").filter(has_not_text="Tolkarov").wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"Delete {vocabulary_id}").click()
+    row.wait_for(state="detached")
+    assert page.input_value("#file-vocab") == ""
+
+
+def test_websocket_key_as_subprotocol(server: RunningServer) -> None:
+    """How the page authenticates its WebSocket: the key as subprotocol ``voxgate.key.<hex>``."""
+    import json
+
+    import websocket
+
+    url = server.ws_url + "/api-ws/v1/inference"
+    offered = ["voxgate", "voxgate.key." + API_KEY.encode().hex()]
+    ws = websocket.create_connection(url, subprotocols=offered, timeout=10)
+    try:
+        assert ws.getsubprotocol() == "voxgate"
+        run = {
+            "header": {"action": "run-task", "task_id": "t1", "streaming": "duplex"},
+            "payload": {
+                "task_group": "audio",
+                "task": "asr",
+                "function": "recognition",
+                "model": "fun-asr-realtime",
+                "parameters": {"format": "pcm", "sample_rate": 16000},
+                "input": {},
+            },
+        }
+        ws.send(json.dumps(run))
+        assert json.loads(ws.recv())["header"]["event"] == "task-started"
+    finally:
+        ws.close()
+    wrong = ["voxgate", "voxgate.key." + b"sk-wrong".hex()]
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, subprotocols=wrong, timeout=10)
+    assert refused.value.status_code == 401
