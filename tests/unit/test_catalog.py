@@ -65,11 +65,13 @@ def test_overrides_change_a_profile() -> None:
 def test_profiles_are_configurable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from voxgate.config import Settings
 
-    monkeypatch.setenv("VOXGATE_MODEL_PROFILES", '{"fun-asr": {"beam_size": 5, "features": ["timestamps"]}}')
+    monkeypatch.setenv("VOXGATE_MODEL_PROFILES", '{"fun-asr": {"beam_size": 5, "sample_rates": [16000]}}')
     catalog = Catalog(Settings().model_profiles)
     assert catalog.resolve("fun-asr").beam_size == 5
-    assert catalog.resolve("fun-asr").features == frozenset({"timestamps"})
+    assert catalog.resolve("fun-asr").sample_rates == (16000,)
     assert catalog.resolve("fun-asr-2025-11-07").beam_size == 5
+    with pytest.raises(ValueError, match="unknown field"):
+        Catalog({"fun-asr": {"features": ["timestamps"]}})
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from voxgate.engine.types import AudioInfo
+from voxgate.audio.info import AudioInfo
 from voxgate.errors import AudioError, InvalidParameter
 
 SAMPLE_RATE = 16_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from voxgate.errors import ModelNotFound
 
@@ -23,47 +23,39 @@ class EngineProfile:
     partial_model: str | None = None
     beam_size: int = 3
     sample_rates: tuple[int, ...] | None = None  # None = any
-    features: frozenset[str] = field(default_factory=frozenset)
 
-    def supports(self, feature: str) -> bool:
-        return feature in self.features
-
-
-_FILE_FEATURES = frozenset({"diarization", "hotwords", "timestamps", "channels", "itn", "disfluency", "filter"})
-_RT_FEATURES = frozenset({"hotwords", "timestamps", "itn", "disfluency", "diarization", "context"})
-_SYNC_FEATURES = frozenset({"hotwords", "context", "itn", "diarization"})
 
 _BASE_PROFILES: tuple[EngineProfile, ...] = (
     # file transcription
-    EngineProfile("fun-asr", "fun-asr", "file", features=_FILE_FEATURES),
-    EngineProfile("fun-asr-mtl", "fun-asr", "file", features=_FILE_FEATURES),
-    EngineProfile("paraformer-v2", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("paraformer-v1", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("paraformer-8k-v2", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("paraformer-8k-v1", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("paraformer-mtl-v1", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("sensevoice-v1", "paraformer", "file", features=_FILE_FEATURES),
-    EngineProfile("qwen3-asr-flash-filetrans", "qwen-asr", "file", features=_FILE_FEATURES | {"context"}),
-    EngineProfile("qwen-audio-3.1-asr-flash-filetrans", "qwen-audio", "file", features=_FILE_FEATURES),
-    EngineProfile("qwen-audio-3.0-asr-flash-filetrans", "qwen-audio", "file", features=_FILE_FEATURES),
+    EngineProfile("fun-asr", "fun-asr", "file"),
+    EngineProfile("fun-asr-mtl", "fun-asr", "file"),
+    EngineProfile("paraformer-v2", "paraformer", "file"),
+    EngineProfile("paraformer-v1", "paraformer", "file"),
+    EngineProfile("paraformer-8k-v2", "paraformer", "file"),
+    EngineProfile("paraformer-8k-v1", "paraformer", "file"),
+    EngineProfile("paraformer-mtl-v1", "paraformer", "file"),
+    EngineProfile("sensevoice-v1", "paraformer", "file"),
+    EngineProfile("qwen3-asr-flash-filetrans", "qwen-asr", "file"),
+    EngineProfile("qwen-audio-3.1-asr-flash-filetrans", "qwen-audio", "file"),
+    EngineProfile("qwen-audio-3.0-asr-flash-filetrans", "qwen-audio", "file"),
     # real-time, run-task protocol
-    EngineProfile("fun-asr-realtime", "fun-asr", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
-    EngineProfile("fun-asr-flash-8k-realtime", "fun-asr", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
-    EngineProfile("paraformer-realtime-v2", "paraformer", "realtime", features=_RT_FEATURES),
-    EngineProfile("paraformer-realtime-v1", "paraformer", "realtime", sample_rates=(16000,), features=_RT_FEATURES),
-    EngineProfile("paraformer-realtime-8k-v2", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
-    EngineProfile("paraformer-realtime-8k-v1", "paraformer", "realtime", sample_rates=(8000,), features=_RT_FEATURES),
-    EngineProfile("qwen-audio-3.1-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
-    EngineProfile("qwen-audio-3.0-asr-flash-streaming", "qwen-audio", "realtime", features=_RT_FEATURES),
+    EngineProfile("fun-asr-realtime", "fun-asr", "realtime", sample_rates=(16000,)),
+    EngineProfile("fun-asr-flash-8k-realtime", "fun-asr", "realtime", sample_rates=(8000,)),
+    EngineProfile("paraformer-realtime-v2", "paraformer", "realtime"),
+    EngineProfile("paraformer-realtime-v1", "paraformer", "realtime", sample_rates=(16000,)),
+    EngineProfile("paraformer-realtime-8k-v2", "paraformer", "realtime", sample_rates=(8000,)),
+    EngineProfile("paraformer-realtime-8k-v1", "paraformer", "realtime", sample_rates=(8000,)),
+    EngineProfile("qwen-audio-3.1-asr-flash-streaming", "qwen-audio", "realtime"),
+    EngineProfile("qwen-audio-3.0-asr-flash-streaming", "qwen-audio", "realtime"),
     # real-time, session protocol
-    EngineProfile("qwen3-asr-flash-realtime", "qwen-asr", "realtime", features=frozenset({"context"})),
-    EngineProfile("qwen3-omni-flash-realtime", "qwen-omni", "realtime", features=frozenset({"context"})),
+    EngineProfile("qwen3-asr-flash-realtime", "qwen-asr", "realtime"),
+    EngineProfile("qwen3-omni-flash-realtime", "qwen-omni", "realtime"),
     # synchronous
-    EngineProfile("qwen3-asr-flash", "qwen-asr", "sync", features=_SYNC_FEATURES),
-    EngineProfile("qwen3-omni-flash", "qwen-omni", "sync", features=_SYNC_FEATURES),
-    EngineProfile("fun-asr-flash", "fun-asr-flash", "sync", features=_SYNC_FEATURES),
-    EngineProfile("qwen-audio-3.1-asr-flash", "qwen-audio", "sync", features=_SYNC_FEATURES),
-    EngineProfile("qwen-audio-3.0-asr-flash", "qwen-audio", "sync", features=_SYNC_FEATURES),
+    EngineProfile("qwen3-asr-flash", "qwen-asr", "sync"),
+    EngineProfile("qwen3-omni-flash", "qwen-omni", "sync"),
+    EngineProfile("fun-asr-flash", "fun-asr-flash", "sync"),
+    EngineProfile("qwen-audio-3.1-asr-flash", "qwen-audio", "sync"),
+    EngineProfile("qwen-audio-3.0-asr-flash", "qwen-audio", "sync"),
 )
 
 # Dated snapshots: "<base>-YYYY-MM-DD" resolves to <base>.
@@ -93,7 +85,7 @@ class Catalog:
             if base is None:
                 family = str(values.get("family", "fun-asr"))
                 mode = str(values.get("mode", "file"))
-                base = EngineProfile(name, family, mode, features=_FILE_FEATURES)
+                base = EngineProfile(name, family, mode)
             self._profiles[name] = _override(base, values)
 
     def names(self) -> list[str]:
@@ -121,7 +113,7 @@ class Catalog:
         return profile
 
 
-_OVERRIDABLE = frozenset({"family", "mode", "model", "partial_model", "beam_size", "sample_rates", "features"})
+_OVERRIDABLE = frozenset({"family", "mode", "model", "partial_model", "beam_size", "sample_rates"})
 
 
 def _override(base: EngineProfile, values: dict[str, object]) -> EngineProfile:
@@ -130,8 +122,6 @@ def _override(base: EngineProfile, values: dict[str, object]) -> EngineProfile:
     if unknown:
         raise ValueError(f"model profile {base.name}: unknown field(s) {', '.join(sorted(unknown))}")
     fields: dict[str, object] = dict(values)
-    if "features" in fields:
-        fields["features"] = frozenset(str(f) for f in fields["features"])  # type: ignore[attr-defined]
     if "sample_rates" in fields and fields["sample_rates"] is not None:
         fields["sample_rates"] = tuple(int(r) for r in fields["sample_rates"])  # type: ignore[attr-defined]
     if "beam_size" in fields and (not isinstance(fields["beam_size"], int) or not 1 <= fields["beam_size"] <= 10):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from voxgate.audio.info import AudioInfo as AudioInfo
+
 
 @dataclass(slots=True)
 class Word:
@@ -48,17 +50,6 @@ class Transcript:
     @property
     def text(self) -> str:
         return join_sentences([s.text for s in self.sentences], self.language)
-
-
-@dataclass(slots=True)
-class AudioInfo:
-    """What the decoder learned about a file."""
-
-    format_name: str
-    codec: str
-    sample_rate: int
-    channels: int
-    duration_ms: int | None
 
 
 @dataclass(slots=True)

@@ -226,7 +226,6 @@ def _options(services: Services, params: dict[str, Any], payload_input: Any) -> 
         context=context_text(payload_input),
         itn=_bool(params.get("inverse_text_normalization_enabled"), False),
         disfluency_removal=_bool(params.get("disfluency_removal_enabled"), False),
-        punctuation=_bool(params.get("punctuation_prediction_enabled"), True),
         max_sentence_silence_ms=silence,
         diarization=_bool(params.get("diarization_enabled"), False),
         speaker_count=_speaker_count(params.get("speaker_count")),
