@@ -7,6 +7,7 @@ docs/screenshots/.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, sync_playwright
 
 from tests.conftest import API_KEY, ROOT, RunningServer, audio_file, join_wavs, synth, wer
 
@@ -117,7 +118,12 @@ def test_console_is_served_with_its_assets(page: Page, server: RunningServer) ->
 
 
 def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
+    tokens: list[int] = []
+    page.on(
+        "response", lambda r: tokens.append(r.status) if r.url.endswith("/api/v1/tokens?expire_in_seconds=60") else None
+    )
     page.select_option("#live-language", "en")
+    page.check("#live-diarization")
     page.click("#live-toggle")
     interims: list[tuple[float, str]] = []
     first_final: float | None = None
@@ -150,6 +156,75 @@ def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
     assert len(lags) == len(finals) and all(0 < lag < 5 for lag in lags), lags
     assert "Median final lag" in page.inner_text("#live-status")
     assert page.is_hidden("#live-alert")
+    # speaker labels were asked for: one reader, one label on every final
+    assert page.locator("#live-finals .speaker").all_inner_texts() == ["Speaker 1"] * len(finals)
+    # a temporary key was asked for before connecting (404 while the server has no token endpoint)
+    assert tokens and tokens[0] in (200, 404)
+
+
+def test_live_view_reports_throttling_and_reconnects_after_a_lost_connection(page: Page) -> None:
+    """The first connection is answered as a full server would (task-failed Throttling); the second is the real
+    server, cut from the server side after the first final; the third carries on. Nothing said is lost."""
+    connections: list[int] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        connections.append(len(connections) + 1)
+        if len(connections) == 1:
+
+            def refuse(message: str | bytes) -> None:
+                if isinstance(message, str) and json.loads(message)["header"]["action"] == "run-task":
+                    task_id = json.loads(message)["header"]["task_id"]
+                    header = {
+                        "task_id": task_id,
+                        "event": "task-failed",
+                        "error_code": "Throttling",
+                        "error_message": "real-time capacity is full",
+                        "attributes": {},
+                    }
+                    ws.send(json.dumps({"header": header, "payload": {}}))
+                    ws.close()
+
+            ws.on_message(refuse)
+        elif len(connections) == 2:
+            upstream = ws.connect_to_server()
+
+            def cut_after_first_final(message: str | bytes) -> None:
+                ws.send(message)
+                if isinstance(message, str):
+                    event = json.loads(message)
+                    if (
+                        event["header"]["event"] == "result-generated"
+                        and event["payload"]["output"]["sentence"]["end_time"] is not None
+                    ):
+                        ws.close(code=1011, reason="server restart")
+
+            upstream.on_message(cut_after_first_final)
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket("**/api-ws/v1/inference", route)
+    page.select_option("#live-language", "en")
+    page.click("#live-toggle")
+    alerts: list[str] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 40:
+        alert = page.inner_text("#live-alert") if page.is_visible("#live-alert") else ""
+        if alert and (not alerts or alerts[-1] != alert):
+            alerts.append(alert)
+        if len(" ".join(page.locator("#live-finals li .text").all_inner_texts()).split()) >= 12:
+            break
+        time.sleep(0.1)
+    page.click("#live-toggle")
+    poll(lambda: page.inner_text("#live-status").startswith("Stopped"), 30, "the session to stop")
+    assert connections == [1, 2, 3]
+    assert alerts[0].startswith("The server is at capacity (Throttling): real-time capacity is full.")
+    assert "Reconnecting in 1 s (attempt 1 of 5)" in alerts[0]
+    assert any(a.startswith("Connection lost (code 1011). Reconnecting in") for a in alerts), alerts
+    assert alerts[-1] == "Reconnected; captions continue.", alerts
+    finals = page.locator("#live-finals li .text").all_inner_texts()
+    assert wer(BECKETT, " ".join(finals)) <= 0.25, finals
+    starts = [t.split("–")[0] for t in page.locator("#live-finals .time").all_inner_texts()]
+    assert starts == sorted(starts), starts
 
 
 def test_file_upload_transcript_seek_search_and_download(page: Page, tmp_path: Path) -> None:
@@ -222,8 +297,6 @@ def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path
 
 def test_websocket_key_as_subprotocol(server: RunningServer) -> None:
     """How the page authenticates its WebSocket: the key as subprotocol ``voxgate.key.<hex>``."""
-    import json
-
     import websocket
 
     url = server.ws_url + "/api-ws/v1/inference"

@@ -6,7 +6,7 @@ import { shortClock } from "./format.js";
 
 const FRAME_MS = 100;
 const MAX_RECONNECTS = 5;
-const PENDING_LIMIT = 100; // frames (10 s) kept while (re)connecting
+const PENDING_LIMIT = 300; // frames (30 s) kept for a reconnect: unconfirmed audio plus audio captured meanwhile
 
 function newTaskId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -25,7 +25,9 @@ export function setupLive(el) {
     context: null,
     pending: [],
     frameTimes: [], // wall time (performance.now) each 100 ms frame of the current task was captured
-    offsetMs: 0, // audio sent in earlier tasks of this recording (after a reconnect)
+    replay: [], // frames of the current task after the last final's end: resent if the connection is lost
+    replayStart: 0, // index (in the current task) of replay[0]
+    offsetMs: 0, // where the current task's audio starts in the recording (moves on at each reconnect)
     attempts: 0,
     startedAt: 0,
     lags: [],
@@ -100,6 +102,17 @@ export function setupLive(el) {
   function sendFrame(pcm, capturedAt) {
     state.socket.send(pcm);
     state.frameTimes.push(capturedAt);
+    state.replay.push([pcm, capturedAt]);
+  }
+
+  function confirm(endMs) {
+    // A final comes after the end-of-sentence silence, so 400 ms after its end is still silence: the replay
+    // starts there rather than at a word boundary the timestamps may place a little early.
+    const upTo = Math.floor((endMs + 400) / FRAME_MS);
+    while (state.replayStart < upTo && state.replay.length) {
+      state.replay.shift();
+      state.replayStart += 1;
+    }
   }
 
   // -- the task ----------------------------------------------------------------------------------
@@ -110,6 +123,8 @@ export function setupLive(el) {
     state.socket = socket;
     state.taskId = taskId;
     state.frameTimes = [];
+    state.replay = [];
+    state.replayStart = 0;
     let started = false;
     state.finished = new Promise((resolve) => {
       socket.onopen = () => {
@@ -170,14 +185,19 @@ export function setupLive(el) {
     }
   }
 
-  function reconnect(reason) {
+  function reconnect(why) {
     if (state.phase === "idle" || state.phase === "stopping") return;
-    state.offsetMs += state.frameTimes.length * FRAME_MS;
+    const reason = /[.!?)]$/.test(why) ? why : `${why}.`;
+    // The new task starts where the last final ended: audio after it is sent again.
+    state.offsetMs += state.replayStart * FRAME_MS;
+    state.pending = [...state.replay, ...state.pending].slice(-PENDING_LIMIT);
+    state.replay = [];
+    state.replayStart = 0;
     state.frameTimes = [];
     state.socket = null;
     el.interim.textContent = "";
     if (state.attempts >= MAX_RECONNECTS) {
-      alertBox(`${reason} Gave up after ${MAX_RECONNECTS} attempts.`);
+      alertBox(`${reason} Gave up after ${MAX_RECONNECTS} attempts; press Start recording to try again.`);
       finish(false);
       return;
     }
@@ -204,8 +224,9 @@ export function setupLive(el) {
       return;
     }
     el.interim.textContent = "";
-    if (!sentence.text) return;
     const lag = lagFor(sentence.end_time);
+    confirm(sentence.end_time);
+    if (!sentence.text) return;
     const item = document.createElement("li");
     const time = document.createElement("span");
     time.className = "time";
