@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse
 
 from voxgate.api.auth import RateLimiter
 from voxgate.api.errors import install_error_handlers
+from voxgate.api.middleware import RequestContextMiddleware
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.recognizer import EngineConfig, Recognizer
 from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.store import JobStore
+from voxgate.metrics import MODEL_LOADED
 from voxgate.services import Services
 from voxgate.uploads import UploadSigner, sweep_uploads
 from voxgate.web.browser_auth import BrowserKeyMiddleware
@@ -34,6 +36,8 @@ ROUTER_MODULES = (
     "voxgate.api.dashscope.vocabulary",
     "voxgate.api.dashscope.generation",
     "voxgate.api.dashscope.uploads",
+    "voxgate.api.dashscope.tokens",
+    "voxgate.api.monitoring",
     "voxgate.api.dashscope.inference_ws",
     "voxgate.api.dashscope.realtime_ws",
     "voxgate.api.openai.chat",
@@ -111,6 +115,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("voxgate settings: %s", json.dumps(settings.describe(), default=str))
         await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model])
+        MODEL_LOADED.labels(settings.default_model).set(1)
         async with opened(services):
             for module in modules:
                 if hasattr(module, "on_startup"):
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.ready = False
     install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
     app.add_middleware(BrowserKeyMiddleware)
 
     @app.get("/health")

@@ -177,11 +177,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from VOXGATE_PORT).")] = None,
 ) -> None:
     """Run the HTTP/WebSocket server."""
-    import logging
-
     import uvicorn
 
     from voxgate.app import create_app
+    from voxgate.logs import configure_logging
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -195,7 +194,7 @@ def serve(
         _fail(f"invalid configuration: {exc}")
     if not settings.api_key_set() and not _is_loopback(settings.host):
         _fail("no API keys configured (VOXGATE_API_KEYS): refusing to bind to a non-loopback address")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = configure_logging(settings.log_format)
     err.print_json(json.dumps(settings.describe(), default=str))
     uvicorn.run(
         application,
@@ -204,6 +203,7 @@ def serve(
         ws_ping_interval=20,
         ws_ping_timeout=60,
         log_level="info",
+        log_config=log_config,
     )
 
 

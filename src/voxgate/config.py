@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,14 @@ class Settings(BaseSettings):
         description="Decode real-time finals on a short encoder window (guarded; falls back to the full window).",
     )
 
+    token_secret: str = Field(
+        default_factory=lambda: secrets.token_hex(32),
+        description="Secret signing temporary keys (st- tokens); default: random at each start. Set the same value "
+        "on every node for tokens valid across nodes and restarts.",
+    )
+    metrics_public: bool = Field(False, description="Serve GET /metrics without an API key.")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text or one JSON object each.")
+
     def api_key_set(self) -> set[str]:
         return {k.strip() for k in self.api_keys.split(",") if k.strip()}
 
@@ -81,4 +90,5 @@ class Settings(BaseSettings):
         values = self.model_dump()
         if values.get("api_keys"):
             values["api_keys"] = f"<{len(self.api_key_set())} keys>"
+        values["token_secret"] = "<hidden>"
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}

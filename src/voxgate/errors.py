@@ -60,3 +60,10 @@ class ModelUnavailable(VoxgateError):
 
     code = "ServiceUnavailable"
     status = 503
+
+
+class AccessDenied(VoxgateError):
+    """The key is valid but may not do this."""
+
+    code = "AccessDenied"
+    status = 403

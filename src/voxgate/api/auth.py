@@ -1,14 +1,16 @@
-"""API keys and per-key rate limits."""
+"""API keys (permanent and temporary) and per-key rate limits."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import Request
 
+from voxgate.api import temporary_keys
 from voxgate.config import Settings
 from voxgate.errors import InvalidApiKey, Throttling
 
@@ -24,25 +26,47 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+ANONYMOUS = "anonymous"
+
+
 def check_key(settings: Settings, headers: Mapping[str, str]) -> str:
-    """The caller's key, or :class:`InvalidApiKey`. With no keys configured any non-empty key is accepted."""
+    """The caller's identity (its API key), or :class:`InvalidApiKey`.
+
+    The single check of every HTTP route and WebSocket. A temporary key (``st-…``) stands for the key that
+    issued it until it expires. With no keys configured any other non-empty key is accepted as is.
+    """
     token = bearer_token(headers)
     keys = settings.api_key_set()
     if token is None:
         if not keys:
-            return "anonymous"
+            return ANONYMOUS
         raise InvalidApiKey("missing API key: send 'Authorization: Bearer <key>'")
+    if temporary_keys.is_temporary(token) and token not in keys:
+        return temporary_keys.verify(settings.token_secret, token, keys)
     if keys and token not in keys:
         raise InvalidApiKey("Invalid API-key provided.")
     return token
 
 
-class RateLimiter:
-    """Token buckets per (key, bucket name). ``rate`` requests per second, burst of ``max(1, rate)``."""
+def rate_key(settings: Settings, identity: str) -> str:
+    """The rate-limit bucket owner: the key, or one shared owner when keys are off (any string is accepted)."""
+    return identity if settings.api_key_set() else ANONYMOUS
 
-    def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+class RateLimiter:
+    """Token buckets per (key, bucket name). ``rate`` requests per second, burst of ``max(1, rate)``.
+
+    At most ``max_buckets`` are kept; the least recently used is dropped first (a bucket unused for
+    ``burst / rate`` seconds is full again, so dropping it changes nothing).
+    """
+
+    def __init__(self, max_buckets: int = 10_000) -> None:
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        self._max_buckets = max_buckets
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def hit(self, key: str, bucket: str, rate: float) -> None:
         if rate <= 0:
@@ -50,12 +74,14 @@ class RateLimiter:
         burst = max(1.0, rate)
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get((key, bucket), (burst, now))
+            tokens, last = self._buckets.pop((key, bucket), (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)
-            if tokens < 1.0:
-                self._buckets[(key, bucket)] = (tokens, now)
-                raise Throttling(f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later.")
-            self._buckets[(key, bucket)] = (tokens - 1.0, now)
+            allowed = tokens >= 1.0
+            self._buckets[(key, bucket)] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > self._max_buckets:
+                self._buckets.popitem(last=False)
+        if not allowed:
+            raise Throttling(f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later.")
 
 
 def require_key(bucket: str | None = None) -> Callable[[Request], Coroutine[Any, Any, str]]:
@@ -66,7 +92,7 @@ def require_key(bucket: str | None = None) -> Callable[[Request], Coroutine[Any,
         key = check_key(services.settings, request.headers)
         if bucket is not None:
             rate = getattr(services.settings, f"{bucket}_rps", 0.0)
-            services.rate_limiter.hit(key, bucket, rate)
+            services.rate_limiter.hit(rate_key(services.settings, key), bucket, rate)
         return key
 
     return dependency

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxgate.api.sse import dashscope_event
 from voxgate.errors import VoxgateError
+from voxgate.logs import REQUEST_ID
 
 log = logging.getLogger("voxgate.api")
 
@@ -31,7 +32,8 @@ _STATUS_CODES = {
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """The id of the request being handled (its ``X-Request-Id``), or a new one outside a request."""
+    return REQUEST_ID.get() or str(uuid.uuid4())
 
 
 def dashscope_error_body(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:

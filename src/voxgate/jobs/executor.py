@@ -23,6 +23,7 @@ from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateErro
 from voxgate.jobs.fetch import Fetcher, FetchError
 from voxgate.jobs.params import JobParameters, parse_job_parameters
 from voxgate.jobs.store import CANCELED, FAILED, SUCCEEDED, TERMINAL, JobStore, TaskView
+from voxgate.metrics import JOB_REALTIME_FACTOR
 from voxgate.output.dashscope_json import file_result_json
 from voxgate.services import Services
 
@@ -193,6 +194,7 @@ class JobExecutor:
                     raise _Canceled
                 store.file_progress(task.id, position, int(seconds * 1000))
 
+            started = time.monotonic()
             result = self.services.recognizer.transcribe_file(
                 fetched.path,
                 params.options,
@@ -204,6 +206,8 @@ class JobExecutor:
             token, path = self._write_result(result, url, profile, params)
             expires = time.time() + self.settings.result_retention_hours * 3600
             duration = result.info.duration_ms or max((t.duration_ms for t in result.transcripts), default=0)
+            if duration > 0:
+                JOB_REALTIME_FACTOR.observe((time.monotonic() - started) / (duration / 1000))
             store.finish_file(
                 task.id, position, status=SUCCEEDED, duration_ms=duration, result=(token, str(path), expires)
             )
