@@ -1,10 +1,13 @@
-"""OpenAI audio API: ``POST /v1/audio/transcriptions`` (multipart) and ``GET /v1/models``.
+"""OpenAI audio API: ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (multipart), ``GET /v1/models``.
 
 Also served under ``/compatible-mode/v1`` so an OpenAI client configured for the chat endpoint can use it.
 ``model`` accepts the OpenAI names (``whisper-1``, ``gpt-4o-transcribe``, ``gpt-4o-mini-transcribe``) and every
 catalog name. ``response_format``: json, text, srt, vtt, verbose_json (segments; words with
 ``timestamp_granularities[]=word``). ``stream=true`` answers with ``transcript.text.delta`` events (one per
 sentence) and a final ``transcript.text.done``.
+
+Translations (speech in any language to English text, Whisper's translate task) take ``file``, ``model``,
+``prompt`` and ``response_format`` (the same five formats); they need a multilingual engine model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from voxgate.api.sync_recognition import (
     sync_gate,
 )
 from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.models import BUNDLED
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import InvalidParameter, VoxgateError
 from voxgate.output.subtitles import to_srt, to_vtt
@@ -104,9 +108,9 @@ def _segment(index: int, sentence: Sentence) -> dict[str, Any]:
     }
 
 
-def verbose_json(result: ClipResult, granularities: set[str]) -> dict[str, Any]:
+def verbose_json(result: ClipResult, granularities: set[str], task: str = "transcribe") -> dict[str, Any]:
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": LANGUAGE_NAMES.get(result.language or "", result.language or "unknown"),
         "duration": _seconds(result.duration_ms),
         "text": result.text,
@@ -122,11 +126,11 @@ def verbose_json(result: ClipResult, granularities: set[str]) -> dict[str, Any]:
     return body
 
 
-def render(result: ClipResult, response_format: str, granularities: set[str]) -> Response:
+def render(result: ClipResult, response_format: str, granularities: set[str], task: str = "transcribe") -> Response:
     if response_format == "json":
         return JSONResponse({"text": result.text, "usage": {"type": "duration", "seconds": result.seconds}})
     if response_format == "verbose_json":
-        return JSONResponse(verbose_json(result, granularities))
+        return JSONResponse(verbose_json(result, granularities, task))
     if response_format == "srt":
         return PlainTextResponse(to_srt(result.sentences))
     if response_format == "vtt":
@@ -152,6 +156,17 @@ async def _stream(
 
 
 # -- routes ---------------------------------------------------------------------------------------
+def _common_fields(services: Services, form: MultipartForm) -> tuple[EngineProfile, Path, str]:
+    """The engine profile, audio file and response format of a transcription or translation form."""
+    profile = resolve_model(services, form.get("model"))
+    if form.file_path is None:
+        raise InvalidParameter("the 'file' form field (the audio file) is required", param="file")
+    response_format = (form.get("response_format") or "json").strip().lower()
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidParameter(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
+    return profile, form.file_path, response_format
+
+
 async def transcriptions(request: Request) -> Response:
     services: Services = request.app.state.services
     settings = services.settings
@@ -160,14 +175,7 @@ async def transcriptions(request: Request) -> Response:
     )
     file_path: Path | None = form.file_path
     try:
-        profile = resolve_model(services, form.get("model"))
-        if file_path is None:
-            raise InvalidParameter("the 'file' form field (the audio file) is required", param="file")
-        response_format = (form.get("response_format") or "json").strip().lower()
-        if response_format not in RESPONSE_FORMATS:
-            raise InvalidParameter(
-                f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format"
-            )
+        profile, audio_path, response_format = _common_fields(services, form)
         granularities = _granularities(form)
         options = RecognitionOptions(
             language=parse_language(form.get("language"), "language"),
@@ -175,7 +183,7 @@ async def transcriptions(request: Request) -> Response:
         )
         stream = parse_bool(form.get("stream"), "stream")
         sync_gate(services).check()
-        audio = await _decode(file_path, services)
+        audio = await _decode(audio_path, services)
     finally:
         if file_path is not None:
             file_path.unlink(missing_ok=True)
@@ -185,6 +193,32 @@ async def transcriptions(request: Request) -> Response:
         )
     result = await recognize_samples(services, audio, options, profile)
     return render(result, response_format, granularities)
+
+
+async def translations(request: Request) -> Response:
+    """English text of speech in any language (Whisper's translate task)."""
+    services: Services = request.app.state.services
+    settings = services.settings
+    form = await read_multipart(
+        request, destination=temp_destination(settings, prefix="translate-"), max_file_bytes=settings.sync_max_bytes
+    )
+    file_path: Path | None = form.file_path
+    try:
+        profile, audio_path, response_format = _common_fields(services, form)
+        bundled = BUNDLED.get(profile.model)
+        if bundled is not None and not bundled.multilingual:
+            raise InvalidParameter(
+                f"model '{form.get('model')}' is English-only and cannot translate; use whisper-1", param="model"
+            )
+        options = RecognitionOptions(context=(form.get("prompt") or "").strip() or None, task="translate")
+        sync_gate(services).check()
+        audio = await _decode(audio_path, services)
+    finally:
+        if file_path is not None:
+            file_path.unlink(missing_ok=True)
+    spoken = await recognize_samples(services, audio, options, profile)
+    result = ClipResult(sentences=spoken.sentences, language="en", duration_ms=spoken.duration_ms)
+    return render(result, response_format, {"segment"}, task="translate")
 
 
 async def _decode(path: Path, services: Services) -> np.ndarray:
@@ -211,5 +245,6 @@ async def get_model(request: Request, model: str) -> JSONResponse:
 for _prefix in PREFIXES:
     _auth = [Depends(require_key())]
     router.add_api_route(f"{_prefix}/audio/transcriptions", transcriptions, methods=["POST"], dependencies=_auth)
+    router.add_api_route(f"{_prefix}/audio/translations", translations, methods=["POST"], dependencies=_auth)
     router.add_api_route(f"{_prefix}/models", list_models, methods=["GET"], dependencies=_auth)
     router.add_api_route(f"{_prefix}/models/{{model:path}}", get_model, methods=["GET"], dependencies=_auth)
