@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench import speech_mixes
 
 from tests.conftest import synth
 from voxgate.engine import diarize
@@ -126,3 +127,53 @@ def test_online_labeler_labels_each_sentence_of_a_clip(voices: dict[str, list[np
     assert [s.speaker_id for s in labeler.label_clip(sentences, clip, offset)] == [0, 1]
     again = [Sentence(offset, offset + first.size * 1000 // SR, "c")]
     assert labeler.label_clip(again, first, offset)[0].speaker_id == 0
+
+
+def test_a_short_cluster_joins_its_nearest_speaker() -> None:
+    rng = np.random.default_rng(2)
+    embeddings, _truth = _groups(rng, [8, 8], spread=0.2)
+    stray = diarize._normalize(embeddings[0] + 0.6 * np.abs(rng.standard_normal(256)).astype(np.float32))
+    rows = np.concatenate([embeddings, stray[None]]).astype(np.float32)
+    spans = np.array([[i * 1000, i * 1000 + 2000] for i in range(rows.shape[0])])
+    spans[-1] = [40_000, 41_000]  # one window, 1 s of speech
+    alone = diarize.cluster(rows, threshold=0.05, spans=spans, min_speech_ms=0)
+    assert alone.max() + 1 >= 3 and len(set(alone[:-1].tolist()) & {int(alone[-1])}) == 0
+    joined = diarize.cluster(rows, threshold=0.05, spans=spans)
+    assert joined.max() + 1 == 2 and joined[-1] == joined[0]
+    assert diarize._covered_ms(np.array([[0, 2000], [1000, 3000], [5000, 5500]])) == 3500
+
+
+def test_resegmentation_smooths_a_lone_window_and_keeps_real_turns() -> None:
+    a, b = np.eye(256, dtype=np.float32)[0], np.eye(256, dtype=np.float32)[1]
+    blend = diarize._normalize(0.48 * a + 0.52 * b)  # a little closer to b
+    rows = np.stack([a, a, a, blend, a, a, b, b, b, a, a])
+    labels = np.array([0, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0])
+    spans = np.array([[i * 500, i * 500 + 2000] for i in range(rows.shape[0])])
+    smoothed = diarize.resegment(spans, rows, labels)
+    assert smoothed.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0]
+
+
+def test_real_readers_without_gaps_are_two_speakers() -> None:
+    """Two real readers from different recordings, turns of 3-4 s back to back: the count and the turns."""
+    mix = speech_mixes.build("dickens/nell", ["d1s", "l1", "d2s", "l2"], 0.0)
+    track = diarize.DiarizationTrack()
+    track.add(mix.audio, 0)
+    spans, labels = track.speakers()
+    assert labels.max() + 1 == 2
+    assert speech_mixes.frame_scores(mix.audio, mix.turns, spans, labels)["speaker_confusion"] <= 0.05
+
+
+def test_one_real_reader_for_a_minute_and_a_half_is_one_speaker() -> None:
+    mix = speech_mixes.single_reader(1.5, seed=5)
+    track = diarize.DiarizationTrack()
+    track.add(mix.audio, 0)
+    assert set(track.speakers()[1].tolist()) == {0}
+
+
+def test_live_labels_of_real_readers_one_label_each() -> None:
+    mix = speech_mixes.build("dickens/beckett/nell", ["d1s", "b1", "l1", "d2s", "b2", "l2"], 1.0)
+    spoken = speech_mixes.utterances(mix, silence_s=0.4)
+    labeler = diarize.OnlineSpeakerLabeler()
+    labels = [labeler.assign(mix.audio[a:b]) for a, b, _s in spoken]
+    scores = speech_mixes.live_scores(labels, spoken)
+    assert scores == {"speaker_confusion": 0.0, "labels_per_reader": 1, "labels": 3}, (labels, spoken)

@@ -31,13 +31,17 @@ SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 N_MELS = 40
-WINDOW_FRAMES = 160  # 1.6 s per embedding window
-STEP_FRAMES = 80  # 0.8 s between window starts
-WINDOWS_PER_SEGMENT = 4  # windows averaged into one segment embedding (up to 4 s of speech)
+WINDOW_FRAMES = 200  # 2 s per embedding window
+STEP_FRAMES = 50  # 0.5 s between window starts
 MIN_WINDOW_FRAMES = 50  # speech runs shorter than 0.5 s get no window of their own
 TARGET_DBFS = -30.0  # windows quieter than this are raised to it (as the encoder was trained)
-DISTANCE_THRESHOLD = 0.21  # cosine distance (average linkage) above which segments are different speakers
+DISTANCE_THRESHOLD = 0.34  # cosine distance (average linkage) above which windows are different speakers
 MIN_SPLIT_DISTANCE = 0.12  # clusters closer than this are one speaker even when a larger count is asked
+MIN_SPEAKER_SPEECH_MS = 3_000  # an estimated speaker needs windows covering at least this much speech
+SWITCH_COST = 0.1  # resegmentation: similarity a change of speaker between neighbouring windows costs
+LONG_PAUSE_MS = 1_500  # a change of speaker across a longer pause costs a quarter as much
+LIVE_THRESHOLD = 0.17  # live labels: cosine distance from every speaker's centroid that opens a new speaker,
+LIVE_SHORT_SLOPE = 0.12  # plus this over the square root of the utterance's window count
 MAX_SPEAKERS = 20  # when the count is estimated
 MAX_CLUSTERED = 1000  # beyond this many segments, cluster a stride of them and assign the rest
 TIMELINE_MS = 50  # resolution of the speaker timeline words are read from
@@ -153,18 +157,17 @@ def _window_starts(n_frames: int) -> list[tuple[int, int]]:
 def embed_speech(
     audio: np.ndarray, regions: Sequence[tuple[int, int]], offset_samples: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embed the speech ``regions`` of ``audio`` as segments of about 3 s.
+    """Embed the speech ``regions`` of ``audio`` with overlapping 2 s windows.
 
-    Each region is covered by 1.6 s windows; consecutive windows (up to :data:`WINDOWS_PER_SEGMENT`)
-    are averaged into one segment embedding, which is far steadier than a single window's. Returns
+    Each region is covered by windows of :data:`WINDOW_FRAMES` every :data:`STEP_FRAMES` (the last one
+    aligned to the region's end; a region shorter than a window is one window). Returns
     ``(spans_ms, embeddings)``: spans (n, 2) in ms of the whole stream (``offset_samples`` is the stream
-    position of ``audio[0]``) and L2-normalized embeddings (n, 256).
+    position of ``audio[0]``) and L2-normalized embeddings (n, 256), in time order.
     """
     spans: list[tuple[int, int]] = []
-    region_of: list[int] = []
     batches: dict[int, list[np.ndarray]] = {}
     order: dict[int, list[int]] = {}
-    for number, (first_sample, last_sample) in enumerate(regions):
+    for first_sample, last_sample in regions:
         start, end = max(0, first_sample), min(audio.shape[0], last_sample)
         if end <= start:
             continue
@@ -180,25 +183,15 @@ def embed_speech(
             order.setdefault(length, []).append(len(spans))
             begin_ms = (offset_samples + start + a) * 1000 // SAMPLE_RATE
             spans.append((begin_ms, (offset_samples + start + b) * 1000 // SAMPLE_RATE))
-            region_of.append(number)
-    windows = np.zeros((len(spans), 256), dtype=np.float32)
-    if spans:
-        model = encoder()
-        for length, stacked in batches.items():
-            stack = np.stack(stacked)
-            for i in range(0, stack.shape[0], 64):
-                windows[order[length][i : i + 64]] = model.embed(stack[i : i + 64])
-    out_spans: list[tuple[int, int]] = []
-    out_embeddings: list[np.ndarray] = []
-    regions_seen = np.asarray(region_of, dtype=np.int64)
-    for number in dict.fromkeys(region_of):
-        index = np.flatnonzero(regions_seen == number)
-        for group in np.array_split(index, int(np.ceil(index.size / WINDOWS_PER_SEGMENT))):
-            out_spans.append((spans[group[0]][0], spans[group[-1]][1]))
-            out_embeddings.append(windows[group].mean(axis=0))
-    if not out_spans:
+    if not spans:
         return np.zeros((0, 2), dtype=np.int64), np.zeros((0, 256), dtype=np.float32)
-    return np.asarray(out_spans, dtype=np.int64), _normalize(np.stack(out_embeddings))
+    windows = np.zeros((len(spans), 256), dtype=np.float32)
+    model = encoder()
+    for length, stacked in batches.items():
+        stack = np.stack(stacked)
+        for i in range(0, stack.shape[0], 64):
+            windows[order[length][i : i + 64]] = model.embed(stack[i : i + 64])
+    return np.asarray(spans, dtype=np.int64), windows
 
 
 # -- clustering -----------------------------------------------------------------------------------------
@@ -240,32 +233,107 @@ def _average_linkage(
     return labels
 
 
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Cluster ids 0..k-1 in order of first appearance."""
+    _values, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    return np.asarray(rank[inverse], dtype=np.int64)
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    k = int(labels.max()) + 1
+    return _normalize(np.stack([embeddings[labels == c].mean(axis=0) for c in range(k)]))
+
+
+def _covered_ms(spans: np.ndarray) -> int:
+    """Milliseconds covered by the union of (begin, end) spans."""
+    total, reach = 0, -1
+    for begin, end in sorted(spans.tolist()):
+        if end > reach:
+            total += end - max(begin, reach)
+            reach = end
+    return total
+
+
+def _absorb_small(embeddings: np.ndarray, labels: np.ndarray, spans: np.ndarray, min_speech_ms: int) -> np.ndarray:
+    """Clusters covering less than ``min_speech_ms`` of speech join the nearest larger cluster (a cough, a
+    laugh or a noisy stretch of one voice is not a speaker of its own)."""
+    k = int(labels.max()) + 1
+    speech = np.array([_covered_ms(spans[labels == c]) for c in range(k)])
+    large = np.flatnonzero(speech >= min_speech_ms)
+    if large.size == 0 or large.size == k:
+        return labels
+    centroids = _centroids(embeddings, labels)[large]
+    out = labels.copy()
+    for small in np.flatnonzero(speech < min_speech_ms):
+        rows = np.flatnonzero(labels == small)
+        out[rows] = large[np.argmax(embeddings[rows] @ centroids.T, axis=1)]
+    return _renumber(out)
+
+
 def cluster(
     embeddings: np.ndarray,
     speaker_count: int | None = None,
     *,
     threshold: float = DISTANCE_THRESHOLD,
     max_speakers: int = MAX_SPEAKERS,
+    spans: np.ndarray | None = None,
+    min_speech_ms: int = MIN_SPEAKER_SPEECH_MS,
 ) -> np.ndarray:
-    """Speaker index per embedding (0..k-1).
+    """Speaker index per embedding (0..k-1, in order of first appearance).
 
     With ``speaker_count`` the windows are grouped into that many speakers, unless the remaining clusters
     are so close (< :data:`MIN_SPLIT_DISTANCE`) that they are plainly one voice. Without it, the count is
-    estimated with ``threshold``, and capped at ``max_speakers``.
+    estimated with ``threshold`` (capped at ``max_speakers``), and clusters whose windows (``spans`` in ms;
+    1 s each when not given) cover less than ``min_speech_ms`` join their nearest neighbour.
     """
     n = embeddings.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n == 1:
-        return np.zeros(1, dtype=np.int64)
+    if n <= 1:
+        return np.zeros(n, dtype=np.int64)
     if n <= MAX_CLUSTERED:
-        return _average_linkage(embeddings, speaker_count, threshold, max_speakers)
-    stride = int(np.ceil(n / MAX_CLUSTERED))
-    sample = embeddings[::stride]
-    sample_labels = _average_linkage(sample, speaker_count, threshold, max_speakers)
-    k = int(sample_labels.max()) + 1
-    centroids = _normalize(np.stack([sample[sample_labels == c].mean(axis=0) for c in range(k)]))
-    return np.asarray(np.argmax(embeddings @ centroids.T, axis=1), dtype=np.int64)
+        labels = _average_linkage(embeddings, speaker_count, threshold, max_speakers)
+    else:
+        stride = int(np.ceil(n / MAX_CLUSTERED))
+        sample = embeddings[::stride]
+        centroids = _centroids(sample, _average_linkage(sample, speaker_count, threshold, max_speakers))
+        labels = np.asarray(np.argmax(embeddings @ centroids.T, axis=1), dtype=np.int64)
+    labels = _renumber(labels)
+    if speaker_count is None:
+        if spans is None:
+            spans = np.stack([np.arange(n) * 1000, np.arange(n) * 1000 + 1000], axis=1)
+        labels = _absorb_small(embeddings, labels, spans, min_speech_ms)
+    return labels
+
+
+def resegment(spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Smooth the labels of windows over time: a Viterbi pass where each window scores its cosine
+    similarity to every speaker's centroid and a change of speaker between neighbouring windows costs
+    :data:`SWITCH_COST` (a quarter of it across a pause of more than :data:`LONG_PAUSE_MS`). A window
+    whose voice is only a little closer to another speaker than to its neighbours' no longer splits a turn.
+    """
+    n = labels.size
+    k = int(labels.max()) + 1 if n else 0
+    if k <= 1:
+        return labels
+    order = np.argsort(spans[:, 0], kind="stable")
+    scores = (embeddings[order] @ _centroids(embeddings, labels).T).astype(np.float64)
+    pauses = spans[order[1:], 0] - spans[order[:-1], 1]
+    costs = np.where(pauses > LONG_PAUSE_MS, SWITCH_COST / 4, SWITCH_COST)
+    total = scores[0].copy()
+    back = np.zeros((n, k), dtype=np.int64)
+    for t in range(1, n):
+        stay = total
+        best_other = int(np.argmax(total))
+        switch = total[best_other] - costs[t - 1]
+        back[t] = np.where(stay >= switch, np.arange(k), best_other)
+        total = np.maximum(stay, switch) + scores[t]
+    path = np.zeros(n, dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    out = np.zeros(n, dtype=np.int64)
+    out[order] = path
+    return _renumber(out)
 
 
 # -- labelling words and sentences ------------------------------------------------------------------------
@@ -388,7 +456,7 @@ class DiarizationTrack:
             return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
         spans = np.concatenate(self._spans)
         embeddings = np.concatenate(self._embeddings)
-        return spans, cluster(embeddings, self.speaker_count)
+        return spans, resegment(spans, embeddings, cluster(embeddings, self.speaker_count, spans=spans))
 
     def label(self, sentences: Sequence[Sentence]) -> list[Sentence]:
         spans, labels = self.speakers()
@@ -405,24 +473,31 @@ def diarize(
 
 
 # -- real-time sessions -------------------------------------------------------------------------------------
+def utterance_windows(audio: np.ndarray) -> np.ndarray:
+    """The window embeddings of one utterance's speech (n, 256); none when it is too short."""
+    regions = speech_regions(audio) or [(0, audio.shape[0])]
+    return embed_speech(audio, regions)[1]
+
+
 def utterance_embedding(audio: np.ndarray) -> np.ndarray | None:
     """One L2-normalized embedding for a short utterance (mean of its windows); None if too short."""
-    regions = speech_regions(audio) or [(0, audio.shape[0])]
-    _spans, embeddings = embed_speech(audio, regions)
-    if embeddings.shape[0] == 0:
+    windows = utterance_windows(audio)
+    if windows.shape[0] == 0:
         return None
-    return _normalize(embeddings.mean(axis=0))
+    return _normalize(windows.mean(axis=0))
 
 
 class OnlineSpeakerLabeler:
-    """Speaker ids for a live session, one finalized sentence at a time; a given id never changes.
+    """Speaker ids for a live session, one finalized utterance at a time; a given id never changes.
 
-    Each sentence's audio is embedded and compared with the running centroid of every speaker so far:
-    it joins the closest one within ``threshold`` (cosine distance), else opens a new speaker (up to
-    ``max_speakers``; then the closest). Too-short sentences keep the previous speaker. Thread-safe.
+    Each utterance is embedded (the mean of its 2 s windows) and compared with the centroid of every
+    speaker so far: it joins the closest one unless the cosine distance exceeds
+    ``threshold + LIVE_SHORT_SLOPE / sqrt(windows)`` (a short utterance's embedding is noisier, so it needs
+    to be farther away to open a new speaker), in which case it opens a new speaker (up to
+    ``max_speakers``; then the closest). Too-short utterances keep the previous speaker. Thread-safe.
     """
 
-    def __init__(self, threshold: float = DISTANCE_THRESHOLD, max_speakers: int | None = None) -> None:
+    def __init__(self, threshold: float = LIVE_THRESHOLD, max_speakers: int | None = None) -> None:
         self.threshold = threshold
         self.max_speakers = max_speakers or MAX_SPEAKERS
         self._sums: list[np.ndarray] = []
@@ -435,23 +510,23 @@ class OnlineSpeakerLabeler:
 
     def assign(self, audio: np.ndarray) -> int:
         """Speaker id of one utterance (16 kHz float32 audio of the finalized sentence)."""
-        embedding = utterance_embedding(audio)
+        windows = utterance_windows(audio)
         with self._lock:
-            if embedding is None:
+            if windows.shape[0] == 0:
                 if self._last is None:
                     self._sums.append(np.zeros(256, dtype=np.float32))
                     self._last = 0
                 return self._last
-            speaker = self._closest(embedding)
+            embedding = _normalize(windows.mean(axis=0))
+            speaker = self._closest(embedding, windows.shape[0])
             if speaker is None:
-                self._sums.append(embedding.copy())
+                self._sums.append(np.zeros(256, dtype=np.float32))
                 speaker = len(self._sums) - 1
-            else:
-                self._sums[speaker] = self._sums[speaker] + embedding
+            self._sums[speaker] = self._sums[speaker] + embedding * windows.shape[0]
             self._last = speaker
             return speaker
 
-    def _closest(self, embedding: np.ndarray) -> int | None:
+    def _closest(self, embedding: np.ndarray, windows: int) -> int | None:
         live = [i for i, s in enumerate(self._sums) if float(np.linalg.norm(s)) > 0]
         if not live:
             if self._sums:  # a placeholder speaker 0 opened by a too-short first sentence
@@ -460,7 +535,8 @@ class OnlineSpeakerLabeler:
         centroids = _normalize(np.stack([self._sums[i] for i in live]))
         similarity = centroids @ embedding
         best = int(np.argmax(similarity))
-        if 1.0 - float(similarity[best]) <= self.threshold or len(self._sums) >= self.max_speakers:
+        limit = self.threshold + LIVE_SHORT_SLOPE / np.sqrt(windows)
+        if 1.0 - float(similarity[best]) <= limit or len(self._sums) >= self.max_speakers:
             return live[best]
         return None
 
