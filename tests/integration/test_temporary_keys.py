@@ -52,6 +52,14 @@ def _run_task(server: RunningServer, key: str) -> list[dict[str, Any]]:
     return events
 
 
+def _realtime(server: RunningServer, key: str) -> websocket.WebSocket:
+    return websocket.create_connection(
+        server.ws_url + "/api-ws/v1/realtime?model=qwen3-asr-flash-realtime",
+        header=[f"Authorization: Bearer {key}"],
+        timeout=30,
+    )
+
+
 def test_token_shape_and_lifetime(server: RunningServer) -> None:
     before = time.time()
     body = _issue(server).json()
@@ -100,6 +108,8 @@ def test_token_works_on_http_websocket_and_sdk_until_it_expires(
         if e["header"]["event"] == "result-generated" and e["payload"]["output"]["sentence"]["end_time"] is not None
     )
     assert wer(GO, text) <= 0.25, text
+    # the session-protocol WebSocket
+    assert json.loads(_realtime(server, token).recv())["type"] == "session.created"
     # the official SDK, with the token as its api_key
     monkeypatch.setattr(dashscope, "base_websocket_api_url", server.ws_url + "/api-ws/v1/inference")
     monkeypatch.setattr(dashscope, "api_key", token)
@@ -119,6 +129,9 @@ def test_token_works_on_http_websocket_and_sdk_until_it_expires(
     assert dashscope_shape.status_code == 401 and dashscope_shape.json()["code"] == "InvalidApiKey"
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         _run_task(server, short)
+    assert info.value.status_code == 401
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        _realtime(server, short)
     assert info.value.status_code == 401
     monkeypatch.setattr(dashscope, "api_key", short)
     late = Recognition(model="paraformer-realtime-v2", format="wav", sample_rate=16000, callback=None).call(
