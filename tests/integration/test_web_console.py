@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, sync_playwright
 
@@ -227,12 +228,17 @@ def test_live_view_reports_throttling_and_reconnects_after_a_lost_connection(pag
     assert starts == sorted(starts), starts
 
 
-def test_file_upload_transcript_seek_search_and_download(page: Page, tmp_path: Path) -> None:
+def test_file_upload_transcript_seek_search_and_download(page: Page, server: RunningServer) -> None:
     page.click("#tab-files")
     page.select_option("#file-language", "en")
     upload(page, audio_file("beckett_16k.wav"))
     assert page.inner_text("#file-status").startswith("Done")
     assert page.get_attribute("#upload-progress", "value") == "100"
+    task_id = page.get_attribute("#viewer", "data-task-id")
+    progress = httpx.get(
+        f"{server.url}/console/api/tasks/{task_id}/progress", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()
+    assert progress["status"] == "SUCCEEDED" and progress["processed_ms"] == progress["duration_ms"] > 9000
     words = page.locator("#transcript .word").all_inner_texts()
     assert wer(BECKETT, " ".join(words)) <= 0.25, words
     poll(lambda: page.evaluate("document.getElementById('player').readyState >= 1"), 10, "the audio to load")
@@ -242,7 +248,7 @@ def test_file_upload_transcript_seek_search_and_download(page: Page, tmp_path: P
     word.click()
     current = poll(lambda: page.evaluate("document.getElementById('player').currentTime") or None, 5, "a seek")
     assert abs(current - begin_s) < 0.05
-    assert "current" in (word.get_attribute("class") or "")
+    poll(lambda: "current" in (word.get_attribute("class") or ""), 5, "the word being played to be highlighted")
     page.fill("#search", "fail")
     assert page.inner_text("#search-count") in ("2 matches", "3 matches")
     assert page.locator("#transcript .word.match").count() >= 2
