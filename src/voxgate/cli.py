@@ -117,9 +117,11 @@ def transcribe(
         context=context,
         channels=channel_ids,
     )
-    recognizer = Recognizer(
-        EngineConfig(model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, batch_size=settings.batch_size)
+    engine = EngineConfig(
+        model_dir=settings.model_dir, cpu_threads=settings.cpu_threads, num_workers=settings.decode_workers
     )
+    recognizer = Recognizer(engine)
+    recognizer.start()  # a file's windows decode side by side on every core
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
     total_audio = 0.0

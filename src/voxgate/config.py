@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     )
     default_model: str = Field("whisper-base", description="Engine model for multilingual profiles.")
     english_model: str = Field("whisper-tiny.en", description="Engine model for English-only work.")
-    cpu_threads: int = Field(0, description="CTranslate2 threads per model call (0 = all cores).")
-    decode_workers: int = Field(1, description="Concurrent model calls (CTranslate2 num_workers).")
-    batch_size: int = Field(4, description="VAD windows decoded per batch call in file recognition.")
+    cpu_threads: int = Field(0, description="CTranslate2 threads per model call (0 = cores / decode_workers).")
+    decode_workers: int = Field(
+        0, description="Decode units run at once by the scheduler (0 = one per core, one thread each)."
+    )
 
     job_workers: int = Field(1, description="File jobs processed at once.")
     job_queue_limit: int = Field(200, description="Queued file jobs beyond which submissions are refused.")
@@ -64,7 +65,13 @@ class Settings(BaseSettings):
     submit_rps: float = Field(10.0, description="Job submissions per second per key.")
     query_rps: float = Field(20.0, description="Task queries per second per key.")
 
-    realtime_max_sessions: int = Field(0, description="Concurrent real-time sessions (0 = from CPU count).")
+    realtime_max_sessions: int = Field(
+        0, description="Hard limit on concurrent real-time sessions (0 = admit by measured headroom only)."
+    )
+    realtime_capacity: float = Field(
+        0.0,
+        description="Core-seconds per second that admitted real-time streams may use (0 = 0.85 x decode cores).",
+    )
     realtime_idle_timeout_s: float = Field(60.0, description="Idle WebSocket connections closed after this.")
     realtime_fast_finals: bool = Field(
         True,

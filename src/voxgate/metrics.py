@@ -22,12 +22,14 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 WORK_CLASSES = ("final", "partial", "sync", "file")
 """Values of the ``work_class`` label of the decode-queue metrics."""
+PROTOCOLS = ("run-task", "realtime", "openai-realtime")
+"""Values of the ``protocol`` label: /api-ws/v1/inference, /api-ws/v1/realtime, /v1/realtime."""
 
 LAG_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 
-# -- real-time sessions (label protocol: "run-task", "realtime", "openai-realtime") ----------------------
+# -- real-time sessions (label protocol: one of PROTOCOLS) ----------------------------------------------
 SESSIONS_OPEN = Gauge(
     "voxgate_realtime_sessions_open", "Real-time recognition sessions now open.", ["protocol"], registry=REGISTRY
 )

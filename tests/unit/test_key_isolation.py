@@ -36,6 +36,12 @@ class FakeRecognizer:
     def warm_up(self, names: Any) -> None:
         return None
 
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
     def model(self, name: str) -> None:
         return None
 

@@ -34,6 +34,7 @@ from voxgate.api.sync_recognition import (
 from voxgate.audio.decode import decode_channel
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
+from voxgate.engine.scheduler import ThreadPlan
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling
 from voxgate.uploads import UploadSigner, key_path, owns, resolve_oss
@@ -155,6 +156,8 @@ def test_streamed_pieces_incremental_and_cumulative() -> None:
 
 class FakeClipRecognizer:
     """A fake engine for protocol tests: returns scripted sentences per block, keyed by block offset."""
+
+    plan = ThreadPlan(1, 1)
 
     def __init__(self, script: dict[int, list[str]]) -> None:
         self.script = script

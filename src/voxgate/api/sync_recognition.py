@@ -220,7 +220,7 @@ def sync_gate(services: Services) -> SyncGate:
     """The process-wide gate of the synchronous endpoints."""
     gate = services.extras.get(_GATE_EXTRA)
     if not isinstance(gate, SyncGate):
-        gate = SyncGate(services.settings.decode_workers, SYNC_QUEUE_LIMIT)
+        gate = SyncGate(services.recognizer.plan.workers, SYNC_QUEUE_LIMIT)
         services.extras[_GATE_EXTRA] = gate
     return gate
 

@@ -30,6 +30,7 @@ from voxgate.engine.guards import repeated_span
 from voxgate.engine.language import to_whisper_code
 from voxgate.engine.prompts import context_prompt, hotword_prompt
 from voxgate.engine.recognizer import Recognizer
+from voxgate.engine.scheduler import WorkClass
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.engine.vocabulary_pass import second_look
@@ -71,17 +72,22 @@ def _norm(word: str) -> str:
 
 
 def repeated_phrase(words: list[str], size: int = 4) -> int | None:
-    """Index where a phrase of ``size`` words occurs for the second time (a decoder re-reading the audio
-    into the padding); None if no phrase repeats. Shorter texts are checked with smaller phrases."""
+    """Index where the decoder started re-reading earlier words into the padding: a phrase of ``size`` words
+    occurs again and the text from there on repeats the earlier text to its very end. None otherwise: natural
+    parallel phrasing ("it was the age of wisdom, it was the age of foolishness") continues differently.
+    Shorter texts are checked with smaller phrases."""
     keys = [_norm(w) for w in words]
     size = min(size, max(3, len(keys) // 3))
-    seen: dict[tuple[str, ...], int] = {}
+    seen: dict[tuple[str, ...], list[int]] = {}
     for start in range(0, len(keys) - size + 1):
         gram = tuple(keys[start : start + size])
-        first = seen.get(gram)
-        if first is not None and start >= first + size:
-            return start
-        seen.setdefault(gram, start)
+        for first in seen.get(gram, []):
+            if start < first + size:
+                continue
+            tail = keys[start:]
+            if tail == keys[first : first + len(tail)]:
+                return start
+        seen.setdefault(gram, []).append(start)
     return None
 
 
@@ -91,6 +97,15 @@ class PartialDecoder:
     def __init__(self, model: WhisperModel) -> None:
         self.model = model
         self.multilingual = bool(model.model.is_multilingual)
+
+    def encode(self, audio: np.ndarray) -> ctranslate2.StorageView:
+        """Encoder output for ``audio`` plus one second of padding (a short window, not a padded 30 s)."""
+        padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)])
+        features = self.model.feature_extractor(padded)
+        frames = min(FULL_FRAMES, max(100, features.shape[-1] - 1))
+        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+        return encoded
 
     def decode(
         self,
@@ -102,11 +117,7 @@ class PartialDecoder:
         hints: list[str] | None = None,
     ) -> Hypothesis:
         """Decode ``audio`` (16 kHz float32, < 29 s) continuing the confirmed ``prefix``."""
-        padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)])
-        features = self.model.feature_extractor(padded)
-        frames = min(FULL_FRAMES, max(100, features.shape[-1] - 1))
-        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+        encoded = self.encode(audio)
         hyp = self._run(encoded, audio.shape[0], language, prefix, prompt, hints, penalize=False)
         if hyp.looped and len(hyp.text.split()) <= len(prefix.split()):
             # the loop left nothing new: decode the same encoding again with repetition penalties
@@ -169,15 +180,13 @@ class PartialDecoder:
         prompt: str | None,
         hints: list[str] | None = None,
         speech_end_s: float | None = None,
+        encoded: ctranslate2.StorageView | None = None,
     ) -> tuple[list[tuple[float, float, str, float]], str] | None:
         """Words with times (and the language) for a whole VAD segment on a short window, or None when a
         guard trips: unsure language, loop, token cap, low confidence, high compression, or words ending
-        well before the speech does."""
-        padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)])
-        features = self.model.feature_extractor(padded)
-        frames = min(FULL_FRAMES, max(100, features.shape[-1] - 1))
-        window = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+        well before the speech does. ``encoded``: the window already encoded by :meth:`encode`."""
+        if encoded is None:
+            encoded = self.encode(audio)
         if not self.multilingual:
             language = "en"
         elif language is None:
@@ -267,7 +276,9 @@ class WhisperStreamEngine:
     """What one real-time stream needs from the engine: cheap partials and accurate finals.
 
     Partials use ``partial_model`` (``whisper-tiny.en`` for English sessions when available) through
-    :class:`PartialDecoder`; finals use the profile's model through :meth:`Recognizer.transcribe_clip`.
+    :class:`PartialDecoder`; finals use the profile's model on a short window, with a second try without the
+    previous sentence as prompt, and the full-window :meth:`Recognizer.transcribe_clip` only when both fail.
+    ``options`` is the one copy of the session's options: context updates reach every path.
     """
 
     def __init__(
@@ -287,11 +298,20 @@ class WhisperStreamEngine:
         self._decoder = PartialDecoder(recognizer.model(partial_model))
         final_model = recognizer.model(recognizer.engine_model(profile, options))
         self._final_decoder = PartialDecoder(final_model)
-        self.stats = {"fast_finals": 0, "full_finals": 0}
+        self.stats = {"fast_finals": 0, "retried_finals": 0, "full_finals": 0}
         self._previous: str | None = None  # the last final's text: decoding context, as batch decoding has
         # Live speaker labels: one incremental clusterer per session, so ids stay stable across sentences.
         self._speakers = OnlineSpeakerLabeler(max_speakers=options.speaker_count) if options.diarization else None
-        self._clip_options = replace(options, diarization=False)
+
+    def update_context(self, text: str | None) -> None:
+        """New context text for every later partial and final (fast and full-window alike)."""
+        self.options.context = text
+
+    def use_partial_model(self, name: str) -> None:
+        """Switch interim decoding to another model (e.g. the English one once the language is known)."""
+        if name != self.partial_model:
+            self._decoder = PartialDecoder(self.recognizer.model(name))
+            self.partial_model = name
 
     def partial(self, audio: np.ndarray, prefix: str, language: str | None) -> Hypothesis:
         prompt = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
@@ -304,17 +324,9 @@ class WhisperStreamEngine:
     ) -> tuple[list[Sentence], str | None]:
         """A closed sentence: short-window decode when its guards pass, else the accurate full-window path."""
         if self.fast_finals and audio.shape[0] < (FULL_FRAMES // 100 - 2) * SAMPLE_RATE:
-            prompt = (
-                context_prompt(self.options.context)
-                or hotword_prompt(self.options.hotwords, language)
-                or self._previous
-            )
-            decoded = self._final_decoder.decode_final(
-                audio, language=language, prompt=prompt, hints=self.options.language_hints, speech_end_s=speech_end_s
-            )
+            decoded = self._short_window_final(audio, language, speech_end_s)
             if decoded is not None:
                 words, language = decoded
-                self.stats["fast_finals"] += 1
                 built = make_words(words, offset_ms)
                 sentences = group_sentences(built, language, max_pause_ms=self.options.max_sentence_silence_ms)
                 sentences = second_look(
@@ -331,9 +343,38 @@ class WhisperStreamEngine:
         self.stats["full_finals"] += 1
         log.debug("final of %.1f s on the full window (short-window guards did not pass)", audio.shape[0] / SAMPLE_RATE)
         sentences, language = self.recognizer.transcribe_clip(
-            audio, self._clip_options, self.profile, offset_ms=offset_ms, language=language
+            audio,
+            replace(self.options, diarization=False),
+            self.profile,
+            offset_ms=offset_ms,
+            language=language,
+            work=WorkClass.FINAL,
         )
         return self._remember(self._label(sentences, audio)), language
+
+    def _short_window_final(
+        self, audio: np.ndarray, language: str | None, speech_end_s: float | None
+    ) -> tuple[list[tuple[float, float, str, float]], str] | None:
+        """Decode once with the previous sentence as prompt; if a guard trips, once more without it (the
+        previous text can pull the decoder off the audio). The encoder runs once for both."""
+        own = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
+        prompts = [own or self._previous]
+        if prompts[0] != own:
+            prompts.append(own)
+        encoded = self._final_decoder.encode(audio)
+        for attempt, prompt in enumerate(prompts):
+            decoded = self._final_decoder.decode_final(
+                audio,
+                language=language,
+                prompt=prompt,
+                hints=self.options.language_hints,
+                speech_end_s=speech_end_s,
+                encoded=encoded,
+            )
+            if decoded is not None:
+                self.stats["retried_finals" if attempt else "fast_finals"] += 1
+                return decoded
+        return None
 
     def _label(self, sentences: list[Sentence], audio: np.ndarray) -> list[Sentence]:
         if self._speakers is None or not sentences:

@@ -2,6 +2,11 @@
 
 Protocol-agnostic: callers pass a :class:`RecognitionOptions` and an :class:`EngineProfile` and get
 plain :class:`Sentence` / :class:`Transcript` objects back. Calls block; run them in worker threads.
+
+The recognizer owns the process's one :class:`~voxgate.engine.scheduler.Scheduler`: every model call of a
+file or clip is cut into units (language identification, one ≤ 30 s VAD window, the vocabulary second
+look) that run on the scheduler's workers in their work class's turn, and real-time streams are opened
+here (:meth:`Recognizer.open_stream`).
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from voxgate.engine.guards import clean_segments
 from voxgate.engine.language import detect_language
 from voxgate.engine.models import BUNDLED, assemble
 from voxgate.engine.prompts import context_prompt, hotword_prompt
+from voxgate.engine.scheduler import Scheduler, ThreadPlan, WorkClass
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import FileResult, RecognitionOptions, Sentence, Transcript
 from voxgate.engine.vocabulary_pass import second_look
@@ -40,14 +45,20 @@ TAIL_GUARD_SECONDS = 1.0  # speech this close to a block's end may continue: car
 FILE_VAD = VadOptions(min_silence_duration_ms=500, speech_pad_ms=300, max_speech_duration_s=30)
 
 
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # one decoder window
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """What the recognizer needs from the service settings."""
+    """What the recognizer needs from the service settings (0 = decided by :class:`ThreadPlan`)."""
 
     model_dir: Path
     cpu_threads: int = 0
-    num_workers: int = 1
-    batch_size: int = 4
+    num_workers: int = 0
+    max_sessions: int | None = None
+    realtime_capacity: float | None = None  # core-seconds per second for real-time streams (None = 85% of cores)
+    english_model: str = "whisper-tiny.en"  # interim model of English streams ("" = none)
+    fast_finals: bool = True  # real-time finals on a short window when its guards pass
 
 
 class Recognizer:
@@ -55,9 +66,18 @@ class Recognizer:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self.plan = ThreadPlan.for_machine(workers=config.num_workers, intra_threads=config.cpu_threads)
+        self.scheduler = Scheduler(self.plan, capacity=config.realtime_capacity, max_sessions=config.max_sessions)
         self._models: dict[str, WhisperModel] = {}
         self._pipelines: dict[str, BatchedInferencePipeline] = {}
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the decoding workers (without them, every unit runs inline in the calling thread)."""
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
 
     # -- models -------------------------------------------------------------------------------------
     def model(self, name: str) -> WhisperModel:
@@ -70,14 +90,13 @@ class Recognizer:
             if spec is None:
                 raise ModelUnavailable(f"unknown engine model '{name}'")
             path = assemble(spec, self.config.model_dir)
-            threads = self.config.cpu_threads or (os.cpu_count() or 1)
             try:
                 loaded = WhisperModel(
                     str(path),
                     device="cpu",
                     compute_type="int8",
-                    cpu_threads=threads,
-                    num_workers=self.config.num_workers,
+                    cpu_threads=self.plan.intra_threads,
+                    num_workers=self.plan.workers,
                     local_files_only=True,
                 )
             except (RuntimeError, ValueError, OSError) as exc:
@@ -109,13 +128,14 @@ class Recognizer:
         *,
         offset_ms: int = 0,
         language: str | None = None,
+        work: WorkClass = WorkClass.SYNC,
     ) -> tuple[list[Sentence], str | None]:
-        """Recognize a short in-memory clip (16 kHz float32). Returns sentences and the language."""
+        """Recognize a short in-memory clip (16 kHz float32) as ``work``. Returns sentences and the language."""
         name = self.engine_model(profile, options)
         model = self.model(name)
         if language is None:
-            language = self._language(model, audio, options)
-        sentences = self._decode_block(name, audio, options, profile, language, offset_ms)
+            language = self._language(model, audio, options, work)
+        sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work)
         if options.diarization:
             sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
         return postprocess.apply(sentences, options, options.text_language(language)), language
@@ -189,9 +209,11 @@ class Recognizer:
             if kept:
                 speech_samples += sum(min(seg["end"], cut) - seg["start"] for seg in kept)
                 if language is None:
-                    language = self._language(model, buffer[:cut], options, speech=kept)
+                    language = self._language(model, buffer[:cut], options, WorkClass.FILE, speech=kept)
                 offset_ms = round(buffer_offset * 1000 / SAMPLE_RATE)
-                sentences.extend(self._decode_block(name, buffer[:cut], options, profile, language, offset_ms))
+                sentences.extend(
+                    self._decode_block(name, buffer[:cut], options, profile, language, offset_ms, WorkClass.FILE)
+                )
                 if track is not None:
                     track.add(buffer[:cut], buffer_offset)
             buffer_offset += cut
@@ -226,13 +248,15 @@ class Recognizer:
         model: WhisperModel,
         audio: np.ndarray,
         options: RecognitionOptions,
+        work: WorkClass,
         speech: list[dict[str, int]] | None = None,
     ) -> str | None:
         if options.language:
             return options.language
         if not model.model.is_multilingual:
             return "en"
-        return detect_language(model, audio, options.language_hints, speech=speech)
+        hints = options.language_hints
+        return self.scheduler.run(work, lambda: detect_language(model, audio, hints, speech=speech))
 
     def _decode_block(
         self,
@@ -242,12 +266,39 @@ class Recognizer:
         profile: EngineProfile,
         language: str | None,
         offset_ms: int,
+        work: WorkClass,
     ) -> list[Sentence]:
+        """Decode the speech of ``audio``: one scheduler unit per ≤ 30 s window, run side by side."""
         if audio.size < SAMPLE_RATE // 10:
             return []
         model = self.model(name)
         if not model.model.is_multilingual:
             language = "en"
+        regions = speech_regions(audio)
+        units = [
+            functools.partial(self._decode_region, name, audio[a:b], options, profile, language, a) for a, b in regions
+        ]
+        raw = [word for words in self.scheduler.run_many(work, units) for word in words]
+        words = make_words(raw, offset_ms)
+        sentences = group_sentences(
+            words, options.text_language(language), max_pause_ms=options.max_sentence_silence_ms
+        )
+        if options.task == "translate":
+            return sentences
+        return self.scheduler.run(
+            work, lambda: second_look(model, audio, offset_ms, sentences, options, language, profile.beam_size)
+        )
+
+    def _decode_region(
+        self,
+        name: str,
+        audio: np.ndarray,
+        options: RecognitionOptions,
+        profile: EngineProfile,
+        language: str | None,
+        start: int,
+    ) -> list[tuple[float, float, str, float]]:
+        """One unit: the words (times in seconds from the block start) of a region with ≤ 30 s of speech."""
         segments, _info = self.pipeline(name).transcribe(
             audio,
             language=language or "en",
@@ -256,21 +307,36 @@ class Recognizer:
             word_timestamps=True,
             vad_filter=True,
             vad_parameters=FILE_VAD,
-            batch_size=self.config.batch_size,
+            batch_size=1,
             hotwords=hotword_prompt(options.hotwords, language),
             initial_prompt=context_prompt(options.context),
             log_prob_threshold=-1.0,
             no_speech_threshold=0.6,
         )
         kept = clean_segments(list(segments))
-        raw = [(w.start, w.end, w.word, w.probability) for seg in kept for w in (seg.words or [])]
-        words = make_words(raw, offset_ms)
-        sentences = group_sentences(
-            words, options.text_language(language), max_pause_ms=options.max_sentence_silence_ms
-        )
-        if options.task == "translate":
-            return sentences
-        return second_look(model, audio, offset_ms, sentences, options, language, profile.beam_size)
+        shift = start / SAMPLE_RATE
+        return [(w.start + shift, w.end + shift, w.word, w.probability) for seg in kept for w in (seg.words or [])]
+
+
+def speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:
+    """Cut ``audio`` in silences into regions spanning at most one decoder window of speech each.
+
+    Each region is padded into the silence around it, so the decoder's own VAD pass finds the same speech."""
+    speech = get_speech_timestamps(audio, FILE_VAD)
+    if not speech:
+        return []
+    groups: list[list[dict[str, int]]] = [[speech[0]]]
+    for seg in speech[1:]:
+        if seg["end"] - groups[-1][0]["start"] <= WINDOW_SAMPLES:
+            groups[-1].append(seg)
+        else:
+            groups.append([seg])
+    regions = []
+    for index, group in enumerate(groups):
+        start = 0 if index == 0 else (groups[index - 1][-1]["end"] + group[0]["start"]) // 2
+        end = audio.shape[0] if index == len(groups) - 1 else (group[-1]["end"] + groups[index + 1][0]["start"]) // 2
+        regions.append((start, end))
+    return regions
 
 
 @functools.cache

@@ -1,27 +1,39 @@
-"""The single owner of the CPU for streaming recognition.
+"""The single owner of decoding CPU time in the process.
 
-Every blocking decode of every real-time stream goes through one :class:`Scheduler`. Its worker threads
-take jobs in this order:
+Every model call — real-time finals and partials, synchronous requests, file jobs — runs as a *unit* on one
+of the scheduler's worker threads. Units are short (a final, a partial, one VAD window of a file), so the
+order in which they start is the policy:
 
-1. finals before partials (a final is what the client waits for at a sentence end);
-2. among streams, round-robin (a busy stream cannot starve the others);
-3. a partial that is still queued when a newer partial for the same stream arrives is dropped, and a
-   partial whose result is no longer wanted (the sentence ended meanwhile) is skipped at pick time.
+1. **finals** (a client waits for them at every sentence end), round-robin across streams;
+2. **partials**, the newest per stream only (an older queued partial is dropped), round-robin;
+3. **synchronous** requests, then 4. **file-job** units, first come first served.
 
-Admission control: each stream holds ``units`` of capacity while open; when the capacity is used up, a
-new stream is refused with :class:`~voxgate.errors.Throttling` instead of slowing every stream down.
+Bulk work (sync and file) never takes the last free worker while real-time streams are open, so a final
+waits behind at most one unit of its own class. A bulk unit that has waited ``bulk_max_wait_s`` goes ahead of
+partials (never of finals): a file job slows down while streams are busy and speeds up when they are idle,
+but never starves.
+
+Admission is by measured headroom: each stream is priced in core-seconds per second of audio (a prior from
+its models until enough of its own audio has been decoded, then its measured cost); a new stream is admitted
+while the open streams' cost plus its own fits in ``capacity`` and finals are not already waiting longer than
+``max_final_wait_s``; otherwise :class:`~voxgate.errors.Throttling`.
+
+Thread counts for every model are decided here (:class:`ThreadPlan`). Per-class queue depth and wait are kept
+in :class:`ClassStats` and passed to an optional observer (for metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,12 +42,47 @@ from voxgate.errors import Throttling
 log = logging.getLogger("voxgate.scheduler")
 T = TypeVar("T")
 
-UNITS_PER_CORE = 2  # one English (tiny.en partials) stream = 1 unit, one multilingual stream = 2 units
+WARM_AUDIO_S = 20.0  # a stream is priced by its own measured cost after this much audio
+RECENT_FINALS = 32  # final waits remembered for the admission check
+RECENT_WINDOW_S = 30.0
 
 
-def default_capacity(cores: int | None = None) -> int:
-    """Capacity units for a machine: two per core (4 English or 2 multilingual streams on 2 cores)."""
-    return max(1, UNITS_PER_CORE * (cores or os.cpu_count() or 1))
+class DecoderStopped(RuntimeError):
+    """The scheduler stopped before a unit could run (the server is shutting down)."""
+
+
+class WorkClass(enum.IntEnum):
+    """Kinds of decoding work, in priority order."""
+
+    FINAL = 0
+    PARTIAL = 1
+    SYNC = 2
+    FILE = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+BULK = (WorkClass.SYNC, WorkClass.FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPlan:
+    """How the CPU is split: ``workers`` concurrent model calls of ``intra_threads`` threads each."""
+
+    workers: int
+    intra_threads: int
+
+    @classmethod
+    def for_machine(cls, cores: int | None = None, workers: int = 0, intra_threads: int = 0) -> ThreadPlan:
+        """One worker per core with one thread each, unless configured; never more threads than cores."""
+        cores = max(1, cores or os.cpu_count() or 1)
+        if workers <= 0:
+            workers = cores if intra_threads <= 0 else max(1, cores // intra_threads)
+        if intra_threads <= 0:
+            intra_threads = max(1, cores // workers)
+        return cls(workers=workers, intra_threads=intra_threads)
 
 
 @dataclass
@@ -43,46 +90,78 @@ class Ticket:
     """A stream's admission; give it back with :meth:`Scheduler.release`."""
 
     key: int
-    units: int
+    prior: float  # core-seconds per second of audio expected for this stream
+    audio_s: float = 0.0
+    final_s: float = 0.0
+    partial_s: float = 0.0
+    partials: int = 0
     released: bool = False
+
+    @property
+    def cost(self) -> float:
+        """Core-seconds per audio second: the prior until the stream is warm, then finals measured plus one
+        partial per second of audio (partials beyond that are dropped under load, so they are not priced)."""
+        if self.audio_s < WARM_AUDIO_S:
+            return self.prior
+        partial_each = self.partial_s / self.partials if self.partials else 0.0
+        return self.final_s / self.audio_s + partial_each
 
 
 @dataclass
-class _Job:
-    stream: int
+class ClassStats:
+    """Counters of one work class."""
+
+    done: int = 0
+    dropped: int = 0
+    busy_s: float = 0.0
+    wait_s: float = 0.0
+    max_wait_s: float = 0.0
+    depth: int = 0
+
+
+@dataclass
+class _Unit:
+    work: WorkClass
     fn: Callable[[], Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
+    deliver: Callable[[bool, Any], None]  # (ok, value or exception)
+    drop: Callable[[], None]
+    stream: int = 0
     wanted: Callable[[], bool] | None = None
-    final: bool = True
     queued: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
-class SchedulerStats:
-    """Counters for monitoring and the benchmark."""
-
-    finals: int = 0
-    partials: int = 0
-    partials_dropped: int = 0
-    refused: int = 0
-    busy_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+_local = threading.local()
 
 
 class Scheduler:
-    """Priority job queue with ``workers`` threads and admission control over ``capacity`` units."""
+    """Priority queue of decoding units served by ``plan.workers`` threads, with stream admission."""
 
-    def __init__(self, capacity: int, workers: int = 1, max_sessions: int | None = None) -> None:
-        self.capacity = capacity
+    def __init__(
+        self,
+        plan: ThreadPlan | None = None,
+        *,
+        capacity: float | None = None,
+        max_sessions: int | None = None,
+        max_final_wait_s: float = 1.0,
+        bulk_max_wait_s: float = 1.0,
+        observer: Callable[[WorkClass, float], None] | None = None,
+    ) -> None:
+        self.plan = plan or ThreadPlan.for_machine()
+        self.workers = self.plan.workers
+        self.capacity = capacity if capacity is not None else 0.85 * self.plan.workers * self.plan.intra_threads
         self.max_sessions = max_sessions
-        self.workers = max(1, workers)
-        self.stats = SchedulerStats()
-        self._used = 0
+        self.max_final_wait_s = max_final_wait_s
+        self.bulk_max_wait_s = bulk_max_wait_s
+        self.observer = observer
+        self.refused = 0
+        self.stats = {work: ClassStats() for work in WorkClass}
         self._open: dict[int, Ticket] = {}
         self._ids = itertools.count(1)
-        self._finals: OrderedDict[int, deque[_Job]] = OrderedDict()
-        self._partials: OrderedDict[int, _Job] = OrderedDict()
+        self._finals: OrderedDict[int, deque[_Unit]] = OrderedDict()
+        self._partials: OrderedDict[int, _Unit] = OrderedDict()
+        self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
+        self._bulk_running = 0
+        self._recent_final_waits: deque[tuple[float, float]] = deque(maxlen=RECENT_FINALS)
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -93,33 +172,45 @@ class Scheduler:
         return len(self._open)
 
     @property
-    def used_units(self) -> int:
-        return self._used
-
-    def admit(self, units: int = 1) -> Ticket:
-        """Reserve capacity for a new stream or raise :class:`Throttling`."""
+    def load(self) -> float:
+        """Core-seconds per second that the open streams are expected to need."""
         with self._cond:
-            full = self._used + units > self.capacity
-            if self.max_sessions is not None:
-                full = len(self._open) >= self.max_sessions
-            if full:
-                self.stats.refused += 1
-                raise Throttling(f"real-time capacity is full ({len(self._open)} streams open); try again later")
-            ticket = Ticket(next(self._ids), units)
+            return sum(t.cost for t in self._open.values())
+
+    def admit(self, prior: float) -> Ticket:
+        """Admit a stream expected to cost ``prior`` core-seconds per audio second, or raise Throttling."""
+        with self._cond:
+            self._check(prior)
+            ticket = Ticket(next(self._ids), prior)
             self._open[ticket.key] = ticket
-            self._used += units
             return ticket
 
-    def resize(self, ticket: Ticket, units: int) -> bool:
-        """Change a stream's units (e.g. once its language is known); False if the box has no room."""
+    def check(self, prior: float) -> None:
+        """Raise Throttling if a stream of ``prior`` would not be admitted now (nothing is reserved)."""
         with self._cond:
-            if ticket.released:
-                return False
-            if self.max_sessions is None and self._used - ticket.units + units > self.capacity:
-                return False
-            self._used += units - ticket.units
-            ticket.units = units
-            return True
+            self._check(prior)
+
+    def _check(self, prior: float) -> None:
+        load = sum(t.cost for t in self._open.values())
+        reason = None
+        if self.max_sessions is not None:
+            if len(self._open) >= self.max_sessions:
+                reason = f"the real-time session capacity ({self.max_sessions} sessions) is in use"
+        elif self._open and load + prior > self.capacity:
+            reason = f"real-time capacity is in use ({len(self._open)} streams open)"
+        if reason is None and self._open and self._final_wait_p95() > self.max_final_wait_s:
+            reason = "real-time results are already running late"
+        if reason is not None:
+            self.refused += 1
+            raise Throttling(f"{reason}; try again later")
+
+    def reprice(self, ticket: Ticket, prior: float) -> None:
+        """A stream's expected cost changed (e.g. its language is now known)."""
+        with self._cond:
+            ticket.prior = prior
+
+    def add_audio(self, ticket: Ticket, seconds: float) -> None:
+        ticket.audio_s += seconds
 
     def release(self, ticket: Ticket) -> None:
         """Free a stream's capacity and drop its queued work. Safe to call twice."""
@@ -128,155 +219,278 @@ class Scheduler:
                 return
             ticket.released = True
             self._open.pop(ticket.key, None)
-            self._used -= ticket.units
-            for job in self._finals.pop(ticket.key, deque()):
-                _cancel(job)
-            partial = self._partials.pop(ticket.key) if ticket.key in self._partials else None
+            for unit in self._finals.pop(ticket.key, deque()):
+                self._drop(unit)
+            partial = self._partials.pop(ticket.key, None)
             if partial is not None:
-                _cancel(partial)
+                self._drop(partial)
 
-    # -- work ---------------------------------------------------------------------------------------
+    def _final_wait_p95(self) -> float:
+        now = time.perf_counter()
+        waits = sorted(w for at, w in self._recent_final_waits if now - at < RECENT_WINDOW_S)
+        if len(waits) < 4:
+            return 0.0
+        return waits[min(len(waits) - 1, int(0.95 * len(waits)))]
+
+    # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         with self._cond:
             if self._threads:
                 return
             self._stopping = False
             for index in range(self.workers):
-                thread = threading.Thread(target=self._work, name=f"voxgate-stream-{index}", daemon=True)
+                thread = threading.Thread(target=self._work, name=f"voxgate-decode-{index}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            for queue in self._finals.values():
-                for job in queue:
-                    _cancel(job)
-            for job in self._partials.values():
-                _cancel(job)
+            units = [u for q in self._finals.values() for u in q] + list(self._partials.values())
+            units += [u for q in self._bulk.values() for u in q]
             self._finals.clear()
             self._partials.clear()
+            for queue in self._bulk.values():
+                queue.clear()
+            for unit in units:
+                self._drop(unit)
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
 
+    # -- submitting work ----------------------------------------------------------------------------
     async def run_final(self, stream: int, fn: Callable[[], T], wanted: Callable[[], bool] | None = None) -> T:
         """Run ``fn`` with final priority; raises ``asyncio.CancelledError`` if dropped."""
-        loop = asyncio.get_running_loop()
-        job = _Job(stream, fn, loop.create_future(), loop, wanted, final=True)
-        with self._cond:
-            self._finals.setdefault(stream, deque()).append(job)
-            self._cond.notify()
-        result: T = await job.future
+        result: T = await self._submit_async(WorkClass.FINAL, fn, stream, wanted, dropped=_CANCEL)
         return result
 
     async def run_partial(self, stream: int, fn: Callable[[], T], wanted: Callable[[], bool] | None = None) -> T | None:
-        """Run ``fn`` with partial priority. Returns None if a newer partial replaced it or it went stale."""
-        loop = asyncio.get_running_loop()
-        job = _Job(stream, fn, loop.create_future(), loop, wanted, final=False)
-        with self._cond:
-            old = self._partials.pop(stream) if stream in self._partials else None
-            if old is not None:
-                self.stats.partials_dropped += 1
-                _resolve(old, None)
-            self._partials[stream] = job
-            self._cond.notify()
-        try:
-            result: T | None = await job.future
-        except asyncio.CancelledError:
-            if job.future.cancelled():
-                return None
-            raise
+        """Run ``fn`` with partial priority. None if a newer partial replaced it or it went stale."""
+        result: T | None = await self._submit_async(WorkClass.PARTIAL, fn, stream, wanted, dropped=None)
         return result
+
+    async def run_async(self, work: WorkClass, fn: Callable[[], T]) -> T:
+        """Run a bulk unit from the event loop."""
+        result: T = await self._submit_async(work, fn, 0, None, dropped=_CANCEL)
+        return result
+
+    def run(self, work: WorkClass, fn: Callable[[], T]) -> T:
+        """Run ``fn`` as one unit of ``work`` and return its result, blocking the calling thread."""
+        return self.run_many(work, [fn])[0]
+
+    def run_many(self, work: WorkClass, fns: Sequence[Callable[[], T]]) -> list[T]:
+        """Run independent units of ``work`` (on as many workers as the policy allows), results in order.
+
+        Called from a scheduler worker (a unit that needs a sub-step), or before the workers are started
+        (a command-line run), the units run inline in the calling thread."""
+        if getattr(_local, "worker", False) or not self._threads:
+            return [fn() for fn in fns]
+        futures: list[Future[T]] = []
+        for fn in fns:
+            future: Future[T] = Future()
+            futures.append(future)
+            self._enqueue(_Unit(work, fn, _deliver_to(future), _fail_to(future)))
+        return [future.result() for future in futures]
 
     def pending(self, stream: int) -> int:
         with self._cond:
             return len(self._finals.get(stream, ())) + (1 if stream in self._partials else 0)
 
-    def _next(self) -> _Job | None:
-        """Pick under the lock: finals round-robin, then partials round-robin."""
+    async def _submit_async(
+        self,
+        work: WorkClass,
+        fn: Callable[[], Any],
+        stream: int,
+        wanted: Callable[[], bool] | None,
+        *,
+        dropped: Any,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            _in_loop(loop, future, (lambda: future.set_result(value)) if ok else (lambda: future.set_exception(value)))
+
+        def drop() -> None:
+            if dropped is _CANCEL:
+                _in_loop(loop, future, future.cancel)
+            else:
+                _in_loop(loop, future, lambda: future.set_result(dropped))
+
+        def alive() -> bool:  # a caller that stopped waiting (cancelled) no longer wants the result
+            return not future.done() and (wanted is None or wanted())
+
+        self._enqueue(_Unit(work, fn, deliver, drop, stream, alive))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.cancelled() and dropped is not _CANCEL:
+                return dropped
+            raise
+
+    def _enqueue(self, unit: _Unit) -> None:
+        with self._cond:
+            if self._stopping:
+                self._drop(unit)
+                return
+            stats = self.stats[unit.work]
+            if unit.work is WorkClass.FINAL:
+                self._finals.setdefault(unit.stream, deque()).append(unit)
+            elif unit.work is WorkClass.PARTIAL:
+                old = self._partials.pop(unit.stream, None)
+                if old is not None:
+                    stats.depth -= 1
+                    stats.dropped += 1
+                    self._drop(old)
+                self._partials[unit.stream] = unit
+            else:
+                self._bulk[unit.work].append(unit)
+            stats.depth += 1
+            self._cond.notify()
+
+    # -- picking and running --------------------------------------------------------------------------
+    def _next(self) -> _Unit | None:
+        """Under the lock: the next unit to run, by the policy in the module docstring."""
         while self._finals:
             stream, queue = next(iter(self._finals.items()))
-            job = queue.popleft()
+            unit = queue.popleft()
             if queue:
                 self._finals.move_to_end(stream)
             else:
                 del self._finals[stream]
-            if job.wanted is not None and not job.wanted():
-                _cancel(job)
+            self.stats[WorkClass.FINAL].depth -= 1
+            if unit.wanted is not None and not unit.wanted():
+                self.stats[WorkClass.FINAL].dropped += 1
+                self._drop(unit)
                 continue
-            return job
+            return unit
+        bulk_allowed = not self._open or self._bulk_running < self.workers - 1 or self.workers == 1
+        if bulk_allowed:
+            aged = self._aged_bulk()
+            if aged is not None:
+                return aged
         while self._partials:
-            _stream, job = self._partials.popitem(last=False)
-            if job.wanted is not None and not job.wanted():
-                self.stats.partials_dropped += 1
-                _resolve(job, None)
+            _stream, unit = self._partials.popitem(last=False)
+            self.stats[WorkClass.PARTIAL].depth -= 1
+            if unit.wanted is not None and not unit.wanted():
+                self.stats[WorkClass.PARTIAL].dropped += 1
+                self._drop(unit)
                 continue
-            return job
+            return unit
+        if bulk_allowed:
+            for work in BULK:
+                if self._bulk[work]:
+                    return self._take_bulk(work)
         return None
 
+    def _aged_bulk(self) -> _Unit | None:
+        if not self._partials:
+            return None
+        now = time.perf_counter()
+        for work in BULK:
+            queue = self._bulk[work]
+            if queue and now - queue[0].queued >= self.bulk_max_wait_s:
+                return self._take_bulk(work)
+        return None
+
+    def _take_bulk(self, work: WorkClass) -> _Unit:
+        unit = self._bulk[work].popleft()
+        self.stats[work].depth -= 1
+        self._bulk_running += 1
+        return unit
+
     def _work(self) -> None:
+        _local.worker = True
         while True:
             with self._cond:
-                job = self._next()
-                while job is None and not self._stopping:
-                    self._cond.wait()
-                    job = self._next()
-                if job is None:
+                unit = self._next()
+                while unit is None and not self._stopping:
+                    self._cond.wait(self.bulk_max_wait_s / 2 if any(self._bulk.values()) else None)
+                    unit = self._next()
+                if unit is None:
                     return
-            if job.future.done():
-                continue
             started = time.perf_counter()
+            waited = started - unit.queued
             try:
-                value = job.fn()
-            except BaseException as exc:  # delivered to the awaiting coroutine
-                _fail(job, exc)
+                value = unit.fn()
+            except BaseException as exc:  # delivered to the waiting caller
+                unit.deliver(False, exc)
             else:
-                _resolve(job, value)
-            finally:
-                elapsed = time.perf_counter() - started
-                log.debug(
-                    "%s job of stream %d: waited %.3f s, ran %.3f s",
-                    "final" if job.final else "partial",
-                    job.stream,
-                    started - job.queued,
-                    elapsed,
-                )
-                with self._cond:
-                    self.stats.busy_s += elapsed
-                    if job.final:
-                        self.stats.finals += 1
-                    else:
-                        self.stats.partials += 1
+                unit.deliver(True, value)
+            elapsed = time.perf_counter() - started
+            self._account(unit, waited, elapsed)
+
+    def _account(self, unit: _Unit, waited: float, elapsed: float) -> None:
+        with self._cond:
+            stats = self.stats[unit.work]
+            stats.done += 1
+            stats.busy_s += elapsed
+            stats.wait_s += waited
+            stats.max_wait_s = max(stats.max_wait_s, waited)
+            if unit.work in BULK:
+                self._bulk_running -= 1
+                self._cond.notify()
+            ticket = self._open.get(unit.stream)
+            if unit.work is WorkClass.FINAL:
+                self._recent_final_waits.append((time.perf_counter(), waited))
+                if ticket is not None:
+                    ticket.final_s += elapsed
+            elif unit.work is WorkClass.PARTIAL and ticket is not None:
+                ticket.partial_s += elapsed
+                ticket.partials += 1
+        log.debug("%s unit of stream %d: waited %.3f s, ran %.3f s", unit.work.label, unit.stream, waited, elapsed)
+        if self.observer is not None:
+            try:
+                self.observer(unit.work, waited)
+            except Exception:  # a metrics failure must not stop decoding
+                log.exception("scheduler observer failed")
+
+    def _drop(self, unit: _Unit) -> None:
+        try:
+            unit.drop()
+        except Exception:  # already resolved
+            log.debug("unit already resolved")
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Per-class counters (depth, done, dropped, busy and wait seconds) for monitoring."""
+        with self._cond:
+            return {
+                work.label: {
+                    "depth": float(s.depth),
+                    "done": float(s.done),
+                    "dropped": float(s.dropped),
+                    "busy_s": s.busy_s,
+                    "wait_s": s.wait_s,
+                    "max_wait_s": s.max_wait_s,
+                }
+                for work, s in self.stats.items()
+            }
 
 
-def _resolve(job: _Job, value: Any) -> None:
+_CANCEL = object()
+
+
+def _deliver_to(future: Future[Any]) -> Callable[[bool, Any], None]:
+    def deliver(ok: bool, value: Any) -> None:
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    return deliver
+
+
+def _fail_to(future: Future[Any]) -> Callable[[], None]:
+    return lambda: future.set_exception(DecoderStopped("the decoder is shutting down"))
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], fn: Callable[[], Any]) -> None:
     def apply() -> None:
-        if not job.future.done():
-            job.future.set_result(value)
+        if not future.done():
+            fn()
 
-    _call(job, apply)
-
-
-def _fail(job: _Job, exc: BaseException) -> None:
-    def apply() -> None:
-        if not job.future.done():
-            job.future.set_exception(exc)
-
-    _call(job, apply)
-
-
-def _cancel(job: _Job) -> None:
-    def apply() -> None:
-        if not job.future.done():
-            job.future.cancel()
-
-    _call(job, apply)
-
-
-def _call(job: _Job, fn: Callable[[], None]) -> None:
     try:
-        job.loop.call_soon_threadsafe(fn)
+        loop.call_soon_threadsafe(apply)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         log.debug("dropping a result for a closed event loop")

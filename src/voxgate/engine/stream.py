@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,6 +31,7 @@ SAMPLE_RATE = 16_000
 FRAME = 512  # Silero VAD window (32 ms)
 CONTEXT = 64
 FRAME_MS = FRAME * 1000 // SAMPLE_RATE
+DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
 
 # -- events ------------------------------------------------------------------------------------------
@@ -47,6 +49,7 @@ class Interim:
     begin_ms: int
     text: str
     stable: str
+    latency_s: float | None = None  # first interim of a sentence: seconds since its speech was heard
 
     @property
     def unstable(self) -> str:
@@ -68,6 +71,7 @@ class Final:
     end_ms: int
     sentence: Sentence | None
     language: str | None
+    lag_s: float | None = None  # seconds from the end-of-sentence silence to this final (server side)
 
 
 StreamEvent = SpeechStarted | Interim | SpeechStopped | Final
@@ -97,7 +101,7 @@ class StreamConfig:
     min_speech_ms: int = 96
     first_partial_ms: int = 400
     partial_interval_ms: int = 500
-    speculative_ms: int = 250
+    speculative_ms: int = 100  # earliest start of a speculative final, ms into the silence
     max_pending_finals: int = 4
     language: str | None = None
 
@@ -242,6 +246,7 @@ class RecognitionStream:
         self._last_delivery: asyncio.Task[None] | None = None
         self._partial_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._final_cost: float | None = None  # seconds a final took per second of its audio (EWMA)
         self.failure: BaseException | None = None
 
     # -- input --------------------------------------------------------------------------------------
@@ -365,7 +370,7 @@ class RecognitionStream:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
                 await self._close(utt, utt.last_speech, end, stopped=True)
                 return
-            if 0 < cfg.speculative_ms <= silence_ms and utt.speculative is None and cfg.silence_ms > cfg.speculative_ms:
+            if utt.speculative is None and self._speculate_at_ms(utt, frame_end) <= silence_ms:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
                 audio = self._ring.slice(utt.start, end)
                 utt.speculative = (end, asyncio.ensure_future(self._decode_final(audio, utt.start, utt.last_speech)))
@@ -430,9 +435,23 @@ class RecognitionStream:
     ) -> tuple[list[Sentence], str | None]:
         speech_end_s = (speech_end - start) / SAMPLE_RATE if speech_end is not None else None
         language = self.language
-        return await self.scheduler.run_final(
+        began = time.perf_counter()
+        result = await self.scheduler.run_final(
             self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s)
         )
+        per_second = (time.perf_counter() - began) / max(1.0, audio.shape[0] / SAMPLE_RATE)
+        self._final_cost = per_second if self._final_cost is None else 0.7 * self._final_cost + 0.3 * per_second
+        return result
+
+    def _speculate_at_ms(self, utt: _Utterance, now: int) -> int:
+        """When to start a speculative final: late enough not to waste decodes on short pauses, early enough
+        that the predicted decode time (this stream's recent finals, per second of audio) ends with the
+        endpoint silence. Never with manual commits or when speculation is off."""
+        cfg = self.config
+        if cfg.manual or cfg.speculative_ms <= 0 or cfg.silence_ms <= cfg.speculative_ms:
+            return 10**9
+        predicted_ms = int((self._final_cost or DEFAULT_FINAL_COST) * 1000 * _ms(now - utt.start) / 1000)
+        return max(cfg.speculative_ms, min(cfg.silence_ms - 50, cfg.silence_ms - predicted_ms))
 
     async def _deliver(
         self,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.scheduler import DecoderStopped
 from voxgate.engine.types import FileResult
 from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
 from voxgate.jobs.fetch import Fetcher, FetchError
@@ -213,6 +214,8 @@ class JobExecutor:
             )
         except (_Canceled, _Stopping):
             raise
+        except DecoderStopped:
+            raise _Stopping from None
         except FetchError as exc:
             store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
         except AudioError as exc:

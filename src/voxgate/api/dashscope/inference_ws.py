@@ -17,21 +17,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from voxgate.api.dashscope.ws_support import (
-    Outbox,
-    authenticate,
-    build_engine,
-    partial_model_for,
-    scheduler_of,
-    start_streaming,
-    stop_streaming,
-    stream_units,
-)
+from voxgate.api.dashscope.ws_support import Outbox, authenticate
 from voxgate.audio.incremental import StreamDecoder, make_decoder
-from voxgate.engine.scheduler import Scheduler, Ticket
-from voxgate.engine.stream import Final, Interim, RecognitionStream, StreamConfig, StreamEvent
+from voxgate.engine.live import Endpointing, LiveStream, open_stream
+from voxgate.engine.stream import Final, Interim, StreamEvent
 from voxgate.engine.types import RecognitionOptions, Sentence
-from voxgate.errors import AudioError, InvalidParameter, VoxgateError
+from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
+from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.inference_ws")
@@ -41,15 +33,8 @@ MAX_FRAME_BYTES = 1024 * 1024  # one binary audio frame (the SDKs send 3.2-12.8 
 MAX_TEXT_BYTES = 256 * 1024
 SILENCE_RANGE = (200, 6000)
 DEFAULT_SILENCE_MS = 800
+PROTOCOL = "run-task"  # metrics label
 HEARTBEAT_EVERY_S = 10.0  # with heartbeat=true, one heartbeat packet per this much streamed audio without speech
-
-
-async def on_startup(services: Services) -> None:
-    await start_streaming(services)
-
-
-async def on_shutdown(services: Services) -> None:
-    await stop_streaming(services)
 
 
 class TaskFailed(Exception):
@@ -106,18 +91,14 @@ def context_text(payload_input: Any) -> str | None:
 
 
 class RunTask:
-    """One running task: decoder, recognition stream, capacity ticket, event numbering."""
+    """One running task: decoder, engine stream (and the task relaying its events), event numbering."""
 
-    def __init__(
-        self, task_id: str, outbox: Outbox, scheduler: Scheduler, ticket: Ticket, decoder: StreamDecoder
-    ) -> None:
+    def __init__(self, task_id: str, outbox: Outbox, decoder: StreamDecoder) -> None:
         self.task_id = task_id
         self.outbox = outbox
-        self.scheduler = scheduler
-        self.ticket = ticket
         self.decoder = decoder
-        self.stream: RecognitionStream | None = None
-        self.options: RecognitionOptions | None = None
+        self.stream: LiveStream | None = None
+        self.relay: asyncio.Task[None] | None = None
         self._ids: dict[int, int] = {}
         self._next_id = 1
         self.samples = 0
@@ -152,8 +133,32 @@ class RunTask:
             self._next_id += 1
         return self._ids[utterance]
 
-    async def on_event(self, event: StreamEvent) -> None:
+    def start(self, stream: LiveStream) -> None:
+        self.stream = stream
+        SESSIONS_OPEN.labels(PROTOCOL).inc()
+        self.relay = asyncio.ensure_future(self._relay(stream))
+
+    async def _relay(self, stream: LiveStream) -> None:
+        async for event in stream.events():
+            self.on_event(event)
+
+    async def drain(self) -> None:
+        """Wait until every event of the finished stream has been relayed."""
+        if self.relay is not None:
+            await self.relay
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.cancel()
+        if self.stream is not None:
+            self.stream.close()
+            SESSIONS_OPEN.labels(PROTOCOL).dec()
+            self.stream = None
+
+    def on_event(self, event: StreamEvent) -> None:
         if isinstance(event, Interim):
+            if event.latency_s is not None:
+                FIRST_PARTIAL.labels(PROTOCOL).observe(event.latency_s)
             if not event.text:
                 return
             sentence: dict[str, Any] = {
@@ -167,6 +172,8 @@ class RunTask:
             }
             self.outbox.put(_event(self.task_id, "result-generated", {"output": {"sentence": sentence}, "usage": None}))
         elif isinstance(event, Final):
+            if event.lag_s is not None:
+                FINAL_LAG.labels(PROTOCOL).observe(event.lag_s)
             if event.sentence is None:
                 return
             self.outbox.put(
@@ -288,11 +295,8 @@ class Connection:
     def end_task(self) -> None:
         task = self.task
         self.task = None
-        if task is None:
-            return
-        if task.stream is not None:
-            task.stream.close()
-        task.scheduler.release(task.ticket)
+        if task is not None:
+            task.stop()
 
     # -- text frames --------------------------------------------------------------------------------
     async def on_text(self, text: str) -> None:
@@ -351,30 +355,28 @@ class Connection:
                 f"model {profile.name} accepts sample_rate {allowed} (got {rate})", param="sample_rate"
             )
         decoder = make_decoder(str(fmt), rate)
-        options = _options(services, params, payload.get("input"))
-        partial_model = partial_model_for(services, profile, options)
-        scheduler = scheduler_of(services)
-        ticket = scheduler.admit(stream_units(services, profile, partial_model))
-        task = RunTask(task_id, self.outbox, scheduler, ticket, decoder)
+        options = await asyncio.to_thread(_options, services, params, payload.get("input"))
+        multi = _bool(params.get("multi_threshold_mode_enabled"), False)
+        endpointing = Endpointing(
+            silence_ms=options.max_sentence_silence_ms, max_sentence_ms=10_000 if multi else 15_000
+        )
+        try:
+            stream = await open_stream(services.recognizer, profile, options, endpointing)
+        except Throttling:
+            SESSIONS_REFUSED.labels(PROTOCOL, "capacity").inc()
+            raise
+        task = RunTask(task_id, self.outbox, decoder)
+        task.start(stream)
         self.task = task
         self.heartbeat = _bool(params.get("heartbeat"), False)
-        engine = await asyncio.to_thread(build_engine, services, profile, options, partial_model)
-        task.options = options
-        multi = _bool(params.get("multi_threshold_mode_enabled"), False)
-        config = StreamConfig(
-            silence_ms=options.max_sentence_silence_ms,
-            max_sentence_ms=10_000 if multi else 15_000,
-            language=options.language if options.language else ("en" if partial_model != profile.model else None),
-        )
-        task.stream = RecognitionStream(engine, scheduler, ticket.key, task.on_event, config)
         self.silent_since = asyncio.get_running_loop().time()
         self.outbox.put(_event(task_id, "task-started", {}))
 
     def continue_task(self, payload: dict[str, Any]) -> None:
         assert self.task is not None
         text = context_text(payload.get("input"))
-        if text and self.task.options is not None:
-            self.task.options.context = text
+        if text and self.task.stream is not None:
+            self.task.stream.update_context(text)
 
     async def finish_task(self) -> None:
         task = self.task
@@ -393,6 +395,7 @@ class Connection:
         except Exception as exc:
             log.exception("recognition failed")
             raise TaskFailed("InternalError", f"recognition failed: {exc}") from None
+        await task.drain()
         self.outbox.put(_event(task.task_id, "task-finished", {"output": {}}))
         self.end_task()
 

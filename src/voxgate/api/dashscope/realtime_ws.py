@@ -22,28 +22,14 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from voxgate.api.dashscope.ws_support import (
-    Outbox,
-    authenticate,
-    build_engine,
-    partial_model_for,
-    scheduler_of,
-    stream_units,
-)
+from voxgate.api.dashscope.ws_support import Outbox, authenticate
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
-from voxgate.engine.scheduler import Ticket
-from voxgate.engine.stream import (
-    Final,
-    Interim,
-    RecognitionStream,
-    SpeechStarted,
-    SpeechStopped,
-    StreamConfig,
-    StreamEvent,
-)
+from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
+from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
 from voxgate.engine.types import RecognitionOptions
-from voxgate.errors import AudioError, VoxgateError
+from voxgate.errors import AudioError, Throttling, VoxgateError
+from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.realtime_ws")
@@ -56,8 +42,7 @@ RATES = (8000, 16000)
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_SILENCE_MS = 800
 MANUAL_MAX_MS = 60_000
-NO_PARTIALS_MS = 10**9
-DEFAULT_FIRST_PARTIAL_MS = 400
+PROTOCOL = "realtime"  # metrics label
 FINISH_GRACE_S = 3.0
 OMNI_EVENTS = frozenset({"response.create", "response.cancel", "conversation.item.create", "input_image_buffer.append"})
 
@@ -100,10 +85,9 @@ class Session:
             "threshold": DEFAULT_THRESHOLD,
             "silence_duration_ms": DEFAULT_SILENCE_MS,
         }
-        self.ticket: Ticket | None = None
-        self.stream: RecognitionStream | None = None
+        self.stream: LiveStream | None = None
+        self.relay: asyncio.Task[None] | None = None
         self.decoder: StreamDecoder | None = None
-        self.options: RecognitionOptions | None = None
         self.audio_started = False
         self.items: dict[int, str] = {}
         self.last_item = ""
@@ -167,7 +151,11 @@ class Session:
         )
         self.last_item = item
 
-    async def on_event(self, event: StreamEvent) -> None:
+    async def _relay(self, stream: LiveStream) -> None:
+        async for event in stream.events():
+            self.on_event(event)
+
+    def on_event(self, event: StreamEvent) -> None:
         language = (self.stream.language if self.stream else None) or self.language
         if isinstance(event, SpeechStarted):
             self.send(
@@ -181,6 +169,8 @@ class Session:
             )
             self.commit_events(event.utterance)
         elif isinstance(event, Interim):
+            if event.latency_s is not None:
+                FIRST_PARTIAL.labels(PROTOCOL).observe(event.latency_s)
             if self.turn_detection is None:
                 return
             self.send(
@@ -192,6 +182,8 @@ class Session:
                 stash=event.unstable,
             )
         elif isinstance(event, Final):
+            if event.lag_s is not None:
+                FINAL_LAG.labels(PROTOCOL).observe(event.lag_s)
             self.commit_events(event.utterance)
             transcript = event.sentence.text if event.sentence is not None else ""
             self.send(
@@ -204,12 +196,10 @@ class Session:
 
     # -- main loop ----------------------------------------------------------------------------------
     async def serve(self) -> None:
-        scheduler = scheduler_of(self.services)
-        try:
-            self.ticket = scheduler.admit(self._units())
-        except VoxgateError as exc:
-            self.error(exc.code, exc.message, kind="server_error")
-            await self.outbox.close(1013, "capacity full")
+        try:  # refused at connect when the machine has no headroom; admitted when the audio starts
+            self.services.recognizer.scheduler.check(self._prior())
+        except Throttling as exc:
+            await self._refuse(exc)
             return
         self.send("session.created", session=self.session_object())
         idle = self.services.settings.realtime_idle_timeout_s
@@ -238,15 +228,26 @@ class Session:
                         return
             await self.outbox.close(1000, "session finished")
         finally:
+            if self.relay is not None:
+                self.relay.cancel()
             if self.stream is not None:
                 self.stream.close()
-            if self.ticket is not None:
-                scheduler.release(self.ticket)
+                SESSIONS_OPEN.labels(PROTOCOL).dec()
             self.outbox.cancel()
 
-    def _units(self) -> int:
-        options = RecognitionOptions(language=self.language)
-        return stream_units(self.services, self.profile, partial_model_for(self.services, self.profile, options))
+    def _prior(self) -> float:
+        recognizer = self.services.recognizer
+        return prior_cost(recognizer, partial_model_for(recognizer, self.profile, self._options()))
+
+    def _options(self) -> RecognitionOptions:
+        return RecognitionOptions(
+            language=self.language, language_hints=[self.language] if self.language else [], context=self.context
+        )
+
+    async def _refuse(self, exc: Throttling) -> None:
+        SESSIONS_REFUSED.labels(PROTOCOL, "capacity").inc()
+        self.error(exc.code, exc.message, kind="server_error")
+        await self.outbox.close(1013, "capacity full")
 
     async def on_text(self, text: str) -> None:
         event_id: str | None = None
@@ -329,10 +330,8 @@ class Session:
             )
         self.format, self.sample_rate, self.turn_detection = fmt.lower(), rate, turn
         self.language, self.context = language, context
-        if self.ticket is not None and self.stream is None:
-            scheduler_of(self.services).resize(self.ticket, self._units())  # English sessions cost less
-        if self.options is not None:
-            self.options.context = context
+        if self.stream is not None:
+            self.stream.update_context(context)
         self.send("session.updated", session=self.session_object())
 
     def _turn_detection(self, turn: Any) -> dict[str, Any] | None:
@@ -359,29 +358,28 @@ class Session:
             )
         return {"type": "server_vad", "threshold": float(threshold), "silence_duration_ms": silence}
 
-    async def _ensure_stream(self) -> RecognitionStream:
+    async def _ensure_stream(self) -> LiveStream:
         if self.stream is not None:
             return self.stream
-        options = RecognitionOptions(
-            language=self.language, language_hints=[self.language] if self.language else [], context=self.context
-        )
-        partial_model = partial_model_for(self.services, self.profile, options)
-        engine = await asyncio.to_thread(build_engine, self.services, self.profile, options, partial_model)
         turn = self.turn_detection
-        config = StreamConfig(
+        endpointing = Endpointing(
+            manual=turn is None,
             threshold=vad_threshold(turn["threshold"]) if turn else 0.5,
             silence_ms=turn["silence_duration_ms"] if turn else DEFAULT_SILENCE_MS,
-            manual=turn is None,
             max_sentence_ms=15_000 if turn else MANUAL_MAX_MS,
-            first_partial_ms=DEFAULT_FIRST_PARTIAL_MS if turn else NO_PARTIALS_MS,  # manual: finals only
-            language=self.language or ("en" if partial_model != self.profile.model else None),
+            partials=turn is not None,  # manual mode: finals only
         )
-        assert self.ticket is not None
-        self.options = options
-        fmt = "opus" if self.format == "opus" else "pcm"
-        self.decoder = make_decoder(fmt, self.sample_rate)
-        self.stream = RecognitionStream(engine, scheduler_of(self.services), self.ticket.key, self.on_event, config)
-        return self.stream
+        try:
+            stream = await open_stream(self.services.recognizer, self.profile, self._options(), endpointing)
+        except Throttling as exc:
+            await self._refuse(exc)
+            self.finished = True
+            raise InvalidRequest(exc.code, exc.message) from None
+        SESSIONS_OPEN.labels(PROTOCOL).inc()
+        self.decoder = make_decoder("opus" if self.format == "opus" else "pcm", self.sample_rate)
+        self.stream = stream
+        self.relay = asyncio.ensure_future(self._relay(stream))
+        return stream
 
     async def on_append(self, audio: Any) -> None:
         if self.finished:
@@ -434,6 +432,8 @@ class Session:
             if self.turn_detection is None:
                 stream.clear()
             await stream.finish()
+            if self.relay is not None:
+                await self.relay
         self.send("session.finished")
 
 

@@ -1,5 +1,4 @@
-"""Pieces shared by the two real-time WebSocket adapters: handshake auth, a bounded outbox, the
-stream scheduler and per-stream engine set-up."""
+"""Pieces shared by the real-time WebSocket adapters: handshake auth and a bounded outbox."""
 
 from __future__ import annotations
 
@@ -15,71 +14,12 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.errors import dashscope_error_body
-from voxgate.engine.catalog import EngineProfile
-from voxgate.engine.partial import WhisperStreamEngine
-from voxgate.engine.scheduler import Scheduler, default_capacity
-from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import InvalidApiKey
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.realtime")
 
-SCHEDULER_KEY = "stream_scheduler"
 OUTBOX_LIMIT = 512  # queued server events beyond which the client is considered not reading
-
-
-def scheduler_of(services: Services) -> Scheduler:
-    """The process-wide stream scheduler (created on first use)."""
-    scheduler = services.extras.get(SCHEDULER_KEY)
-    if scheduler is None:
-        settings = services.settings
-        limit = settings.realtime_max_sessions or None
-        scheduler = Scheduler(default_capacity(), workers=1, max_sessions=limit)
-        scheduler.start()
-        services.extras[SCHEDULER_KEY] = scheduler
-    assert isinstance(scheduler, Scheduler)
-    return scheduler
-
-
-async def start_streaming(services: Services) -> None:
-    """Start the scheduler and load the partial model once, off the event loop."""
-    scheduler_of(services)
-    english = services.settings.english_model
-    with contextlib.suppress(Exception):
-        await asyncio.to_thread(services.recognizer.model, english)
-
-
-async def stop_streaming(services: Services) -> None:
-    scheduler = services.extras.pop(SCHEDULER_KEY, None)
-    if isinstance(scheduler, Scheduler):
-        await asyncio.to_thread(scheduler.stop)
-
-
-def partial_model_for(services: Services, profile: EngineProfile, options: RecognitionOptions) -> str:
-    """English sessions get the small English model for interim results; others the profile's model."""
-    if profile.partial_model:
-        return profile.partial_model
-    english = options.language == "en" or options.language_hints[:1] == ["en"]
-    if english and services.settings.english_model:
-        return services.settings.english_model
-    return profile.model
-
-
-def stream_units(services: Services, profile: EngineProfile, partial_model: str) -> int:
-    """Capacity units a stream holds: 1 with the small English partial model, 2 otherwise."""
-    return 1 if partial_model == services.settings.english_model else 2
-
-
-def build_engine(
-    services: Services, profile: EngineProfile, options: RecognitionOptions, partial_model: str
-) -> WhisperStreamEngine:
-    return WhisperStreamEngine(
-        services.recognizer,
-        profile,
-        options,
-        partial_model=partial_model,
-        fast_finals=services.settings.realtime_fast_finals,
-    )
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> bool:

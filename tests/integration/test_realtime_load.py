@@ -1,0 +1,187 @@
+"""Real-time streams beside other work: admission by headroom, a file job during a live stream, context
+updates reaching full-window finals. Real server, real engine, real clients (raw WebSocket, dashscope SDK)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websocket
+
+from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server, synth, wer
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+GO_SOMETHING = "go forward ten meters go somewhere and do something"
+BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+TWO_CITIES = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
+    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
+    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
+    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period was "
+    "so far like the present period, that some of its noisiest authorities insisted on its being received, for good "
+    "or for evil, in the superlative degree of comparison only."
+)
+
+
+def pcm_of(path: Path) -> bytes:
+    with wave.open(str(path), "rb") as handle:
+        return handle.readframes(handle.getnframes())
+
+
+def run_task(task_id: str, **parameters: Any) -> str:
+    return json.dumps(
+        {
+            "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
+            "payload": {
+                "task_group": "audio",
+                "task": "asr",
+                "function": "recognition",
+                "model": "fun-asr-realtime",
+                "parameters": {"format": "pcm", "sample_rate": 16000, **parameters},
+                "input": {},
+            },
+        }
+    )
+
+
+def action(name: str, task_id: str, payload_input: dict[str, Any] | None = None) -> str:
+    header = {"action": name, "task_id": task_id, "streaming": "duplex"}
+    return json.dumps({"header": header, "payload": {"input": payload_input or {}}})
+
+
+class LiveClient:
+    """One run-task session streaming PCM in 100 ms frames at real-time pace; collects finals."""
+
+    def __init__(self, server: RunningServer, pcm: bytes, **parameters: Any) -> None:
+        self.ws = websocket.create_connection(
+            server.ws_url + "/api-ws/v1/inference", header=[f"Authorization: Bearer {API_KEY}"], timeout=60
+        )
+        self.task_id = uuid.uuid4().hex
+        self.pcm = pcm
+        self.finals: list[str] = []
+        self.failure: dict[str, Any] | None = None
+        self.ws.send(run_task(self.task_id, **parameters))
+        self.started = json.loads(self.ws.recv())["header"]
+
+    def stream(self, context: str | None = None) -> None:
+        reader = threading.Thread(target=self._read, daemon=True)
+        reader.start()
+        if context is not None:
+            self.ws.send(action("continue-task", self.task_id, {"context": context}))
+        for i in range(0, len(self.pcm), 3200):
+            self.ws.send_binary(self.pcm[i : i + 3200])
+            time.sleep(0.1)
+        self.ws.send(action("finish-task", self.task_id))
+        reader.join(120)
+        self.ws.close()
+
+    def _read(self) -> None:
+        while True:
+            event = json.loads(self.ws.recv())
+            header = event["header"]
+            if header["event"] == "result-generated":
+                sentence = event["payload"]["output"]["sentence"]
+                if sentence.get("sentence_end"):
+                    self.finals.append(sentence["text"])
+            elif header["event"] == "task-failed":
+                self.failure = header
+                return
+            elif header["event"] == "task-finished":
+                return
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.finals)
+
+
+@pytest.fixture(scope="module")
+def four_stream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Headroom for four English streams (priced 0.2 core-s/s each until measured): a fifth is refused."""
+    running = start_server(tmp_path_factory.mktemp("four"), {"VOXGATE_REALTIME_CAPACITY": "0.9"})
+    yield running
+    stop_server(running)
+
+
+def test_fifth_stream_is_refused_cleanly_and_the_four_are_unharmed(four_stream_server: RunningServer) -> None:
+    pcm = pcm_of(audio_file("goforward.wav")) + bytes(16000) + pcm_of(audio_file("something.wav")) + bytes(32000)
+    clients = [LiveClient(four_stream_server, pcm, language_hints=["en"]) for _ in range(4)]
+    assert all(c.started["event"] == "task-started" for c in clients)
+    refused = LiveClient(four_stream_server, pcm, language_hints=["en"])
+    assert refused.started["event"] == "task-failed"
+    assert refused.started["error_code"] == "Throttling" and "capacity" in refused.started["error_message"]
+    refused.ws.close()
+    threads = [threading.Thread(target=c.stream) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for client in clients:
+        assert client.failure is None
+        assert wer(GO_SOMETHING, client.text) <= 0.25, client.text
+    # the capacity comes back once they are done
+    again = LiveClient(four_stream_server, pcm, language_hints=["en"])
+    assert again.started["event"] == "task-started"
+    again.ws.close()
+
+
+def test_file_job_and_live_stream_run_side_by_side(four_stream_server: RunningServer) -> None:
+    url = audio_file("two_cities_16k.wav").as_uri()
+    submitted = httpx.post(
+        four_stream_server.url + "/api/v1/services/audio/asr/transcription",
+        json={"model": "fun-asr", "input": {"file_urls": [url]}, "parameters": {}},
+        headers={**AUTH, "X-DashScope-Async": "enable"},
+        timeout=10,
+    )
+    assert submitted.status_code == 200, submitted.text
+    task_id = submitted.json()["output"]["task_id"]
+    status = ""
+    deadline = time.monotonic() + 30
+    while status != "RUNNING" and time.monotonic() < deadline:
+        status = httpx.get(f"{four_stream_server.url}/api/v1/tasks/{task_id}", headers=AUTH).json()["output"][
+            "task_status"
+        ]
+    assert status == "RUNNING"
+    live = LiveClient(four_stream_server, pcm_of(audio_file("beckett_16k.wav")) + bytes(32000), language_hints=["en"])
+    live.stream()
+    assert live.failure is None
+    assert wer(BECKETT, live.text) <= 0.35, live.text
+    body: dict[str, Any] = {}
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{four_stream_server.url}/api/v1/tasks/{task_id}", headers=AUTH).json()
+        if body["output"]["task_status"] not in ("PENDING", "RUNNING"):
+            break
+        time.sleep(0.5)
+    assert body["output"]["task_status"] == "SUCCEEDED", body
+    result = httpx.get(body["output"]["results"][0]["transcription_url"], timeout=10).json()
+    text = " ".join(s["text"] for s in result["transcripts"][0]["sentences"])
+    assert wer(TWO_CITIES, text) <= 0.08, text
+
+
+@pytest.fixture(scope="module")
+def full_window_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("fullwindow"), {"VOXGATE_REALTIME_FAST_FINALS": "0"})
+    yield running
+    stop_server(running)
+
+
+def test_continue_task_context_reaches_full_window_finals(full_window_server: RunningServer, tmp_path: Path) -> None:
+    audio = synth("We deployed the Xylantrix cluster in the Tolkarov region.", tmp_path / "names.wav")
+    pcm = bytes(16000) + pcm_of(audio) + bytes(32000)
+    plain = LiveClient(full_window_server, pcm, language_hints=["en"])
+    plain.stream()
+    informed = LiveClient(full_window_server, pcm, language_hints=["en"])
+    informed.stream(context="Xylantrix clusters run in the Tolkarov region.")
+    assert plain.failure is None and informed.failure is None
+    terms = ("xylantrix", "tolkarov")
+    found_plain = [t for t in terms if t in plain.text.lower()]
+    found_informed = [t for t in terms if t in informed.text.lower()]
+    assert len(found_informed) > len(found_plain), (plain.text, informed.text)

@@ -1,0 +1,230 @@
+"""The decode scheduler's policy with a fake decoder: priorities, preemption points, fairness, admission.
+
+Deterministic: a blocking unit holds the worker(s) until the test has queued everything; no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from voxgate.engine.scheduler import WARM_AUDIO_S, Scheduler, ThreadPlan, WorkClass
+from voxgate.errors import Throttling
+
+
+class FakeDecoder:
+    """Records the order in which units ran; ``hold()`` returns a unit that blocks until released."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+
+    def unit(self, name: str, value: Any = None) -> Callable[[], Any]:
+        def run() -> Any:
+            with self._lock:
+                self.order.append(name)
+            return value if value is not None else name
+
+        return run
+
+    @staticmethod
+    def hold() -> tuple[Callable[[], None], threading.Event, threading.Event]:
+        started, release = threading.Event(), threading.Event()
+
+        def run() -> None:
+            started.set()
+            release.wait(10)
+
+        return run, started, release
+
+
+async def settle() -> None:
+    """Let every submitted coroutine reach its enqueue (one loop turn each)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def one_worker() -> Any:
+    scheduler = Scheduler(ThreadPlan(1, 1), bulk_max_wait_s=60)
+    scheduler.start()
+    yield scheduler
+    await asyncio.to_thread(scheduler.stop)
+
+
+async def test_finals_then_partials_then_sync_then_file(one_worker: Scheduler) -> None:
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, block))
+    await asyncio.to_thread(started.wait)
+    jobs = [
+        asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, fake.unit("file"))),
+        asyncio.ensure_future(one_worker.run_async(WorkClass.SYNC, fake.unit("sync"))),
+        asyncio.ensure_future(one_worker.run_partial(1, fake.unit("partial"))),
+        asyncio.ensure_future(one_worker.run_final(1, fake.unit("final"))),
+    ]
+    await settle()
+    release.set()
+    await asyncio.gather(blocker, *jobs)
+    assert fake.order == ["final", "partial", "sync", "file"]
+    assert one_worker.stats[WorkClass.FINAL].done == 1 and one_worker.stats[WorkClass.FILE].done == 2
+
+
+async def test_a_final_waits_behind_one_file_unit_not_the_whole_file(one_worker: Scheduler) -> None:
+    """A file cut into units: a final submitted while unit 1 runs goes right after it."""
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    units = [block] + [fake.unit(f"file {n}") for n in range(2, 6)]
+    job = asyncio.ensure_future(asyncio.to_thread(one_worker.run_many, WorkClass.FILE, units))
+    await asyncio.to_thread(started.wait)
+    final = asyncio.ensure_future(one_worker.run_final(7, fake.unit("final")))
+    await settle()
+    release.set()
+    results = await job
+    await final
+    assert fake.order[0] == "final"
+    assert fake.order[1:] == [f"file {n}" for n in range(2, 6)]
+    assert results[1:] == [f"file {n}" for n in range(2, 6)]  # results in submission order
+
+
+async def test_newer_partial_replaces_older_and_stale_partials_are_skipped(one_worker: Scheduler) -> None:
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_final(9, block))
+    await asyncio.to_thread(started.wait)
+    old = asyncio.ensure_future(one_worker.run_partial(1, fake.unit("old")))
+    await settle()
+    new = asyncio.ensure_future(one_worker.run_partial(1, fake.unit("new", "fresh")))
+    stale = asyncio.ensure_future(one_worker.run_partial(2, fake.unit("stale"), wanted=lambda: False))
+    await settle()
+    release.set()
+    assert await old is None
+    assert await new == "fresh"
+    assert await stale is None
+    await blocker
+    assert fake.order == ["new"]
+    assert one_worker.stats[WorkClass.PARTIAL].dropped == 2
+
+
+async def test_finals_are_round_robin_between_streams(one_worker: Scheduler) -> None:
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_final(0, block))
+    await asyncio.to_thread(started.wait)
+    jobs = [asyncio.ensure_future(one_worker.run_final(1, fake.unit("a"))) for _ in range(3)]
+    jobs += [asyncio.ensure_future(one_worker.run_final(2, fake.unit("b"))) for _ in range(3)]
+    await settle()
+    release.set()
+    await asyncio.gather(blocker, *jobs)
+    assert fake.order == ["a", "b", "a", "b", "a", "b"]
+
+
+async def test_a_cancelled_final_never_runs(one_worker: Scheduler) -> None:
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_final(0, block))
+    await asyncio.to_thread(started.wait)
+    speculative = asyncio.ensure_future(one_worker.run_final(1, fake.unit("speculative")))
+    kept = asyncio.ensure_future(one_worker.run_final(1, fake.unit("kept")))
+    await settle()
+    speculative.cancel()
+    await settle()
+    release.set()
+    await asyncio.gather(blocker, kept)
+    assert fake.order == ["kept"]
+
+
+async def test_bulk_work_leaves_a_worker_free_while_streams_are_open() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1), bulk_max_wait_s=60)
+    scheduler.start()
+    fake = FakeDecoder()
+    try:
+        ticket = scheduler.admit(0.2)
+        block, started, release = fake.hold()
+        file_job = asyncio.ensure_future(
+            asyncio.to_thread(scheduler.run_many, WorkClass.FILE, [block, fake.unit("file 2")])
+        )
+        await asyncio.to_thread(started.wait)
+        # the second file unit may not take the last worker: the final runs at once on it
+        final = await scheduler.run_final(ticket.key, fake.unit("final"))
+        assert final == "final" and fake.order == ["final"]
+        release.set()
+        await file_job
+        assert fake.order == ["final", "file 2"]
+        scheduler.release(ticket)
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+
+
+async def test_file_work_that_waited_too_long_goes_before_partials() -> None:
+    """Never starves: an aged bulk unit overtakes partials (never finals)."""
+    scheduler = Scheduler(ThreadPlan(1, 1), bulk_max_wait_s=0.0)
+    scheduler.start()
+    fake = FakeDecoder()
+    try:
+        block, started, release = fake.hold()
+        blocker = asyncio.ensure_future(scheduler.run_final(0, block))
+        await asyncio.to_thread(started.wait)
+        jobs = [
+            asyncio.ensure_future(scheduler.run_partial(1, fake.unit("partial"))),
+            asyncio.ensure_future(scheduler.run_async(WorkClass.FILE, fake.unit("file"))),
+            asyncio.ensure_future(scheduler.run_final(2, fake.unit("final"))),
+        ]
+        await settle()
+        release.set()
+        await asyncio.gather(blocker, *jobs)
+        assert fake.order == ["final", "file", "partial"]
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+
+
+def test_units_run_inline_without_workers() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    assert scheduler.run_many(WorkClass.FILE, [lambda: 1, lambda: 2]) == [1, 2]
+
+
+def test_admission_by_measured_headroom() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1), capacity=1.0)
+    streams = [scheduler.admit(0.3) for _ in range(3)]
+    with pytest.raises(Throttling):
+        scheduler.admit(0.3)  # 1.2 > 1.0
+    # one stream turns out cheaper than its prior once warm: measured cost replaces the prior
+    cheap = streams[0]
+    scheduler.add_audio(cheap, WARM_AUDIO_S)
+    cheap.final_s = 0.1 * WARM_AUDIO_S
+    assert cheap.cost == pytest.approx(0.1)
+    scheduler.admit(0.3)  # 0.1 + 0.3 + 0.3 + 0.3 = 1.0 fits
+    scheduler.reprice(streams[1], 0.5)
+    with pytest.raises(Throttling):
+        scheduler.admit(0.01)
+    scheduler.release(streams[1])
+    scheduler.release(streams[1])  # twice is harmless
+    scheduler.admit(0.2)
+    assert scheduler.open_streams == 4 and scheduler.refused == 2
+
+
+def test_admission_refuses_while_finals_run_late() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1), capacity=10.0, max_final_wait_s=0.5)
+    scheduler.admit(0.1)
+    for _ in range(8):
+        scheduler._recent_final_waits.append((time.perf_counter(), 1.5))
+    with pytest.raises(Throttling, match="late"):
+        scheduler.admit(0.1)
+
+
+def test_session_limit_overrides_headroom() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1), capacity=100.0, max_sessions=1)
+    scheduler.admit(0.1)
+    with pytest.raises(Throttling, match="session capacity"):
+        scheduler.admit(0.1)
+
+
+def test_thread_plan_never_oversubscribes() -> None:
+    assert ThreadPlan.for_machine(2) == ThreadPlan(2, 1)
+    assert ThreadPlan.for_machine(8, workers=2) == ThreadPlan(2, 4)
+    assert ThreadPlan.for_machine(8, intra_threads=2) == ThreadPlan(4, 2)
+    assert ThreadPlan.for_machine(1) == ThreadPlan(1, 1)
