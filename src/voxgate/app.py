@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from voxgate.api.auth import RateLimiter
+from voxgate.api.body import install_request_schemas
 from voxgate.api.errors import install_error_handlers
 from voxgate.api.middleware import RequestContextMiddleware
 from voxgate.config import Settings
@@ -57,10 +58,7 @@ def build_services(settings: Settings) -> Services:
         model_dir=settings.model_dir,
         cpu_threads=settings.cpu_threads,
         num_workers=settings.decode_workers,
-        max_sessions=settings.realtime_max_sessions or None,
-        realtime_capacity=settings.realtime_capacity or None,
-        english_model=settings.english_model,
-        fast_finals=settings.realtime_fast_finals,
+        batch_size=settings.batch_size,
     )
     return Services(
         settings=settings,
@@ -108,15 +106,6 @@ async def opened(services: Services) -> AsyncIterator[None]:
         await asyncio.to_thread(store.close)
 
 
-@asynccontextmanager
-async def _decoding(services: Services) -> AsyncIterator[None]:
-    """The decode scheduler's workers run for the app's lifetime (stopped after the job executor)."""
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(services.recognizer.stop)
-
-
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the application. Models load once, in the lifespan, before ``/health`` reports ready."""
     settings = settings or Settings()
@@ -126,10 +115,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("voxgate settings: %s", json.dumps(settings.describe(), default=str))
-        await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model, settings.english_model])
+        await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model])
         MODEL_LOADED.labels(settings.default_model).set(1)
-        services.recognizer.start()
-        async with opened(services), _decoding(services):
+        async with opened(services):
             for module in modules:
                 if hasattr(module, "on_startup"):
                     await module.on_startup(services)
@@ -146,6 +134,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.ready = False
     install_error_handlers(app)
+    install_request_schemas(app)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(BrowserKeyMiddleware)
 

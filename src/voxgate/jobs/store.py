@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from voxgate.engine.types import Hotword
@@ -210,6 +211,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class StoreUnreadable(RuntimeError):
+    """The job database exists but cannot be read (corrupt or not a database); nothing was changed."""
+
+
+def _check_readable(engine: Engine) -> None:
+    """SQLite: a quick structural check, so a damaged file stops the start instead of losing jobs later."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        problems = [str(row[0]) for row in conn.execute(text("PRAGMA quick_check"))]
+    if problems != ["ok"]:
+        raise DatabaseError("PRAGMA quick_check", None, Exception("; ".join(problems[:3])))
+
+
 def _add_missing_columns(engine: Engine) -> None:
     """Columns added after a database was created (``create_all`` only creates missing tables)."""
     present = {c["name"] for c in inspect(engine).get_columns("task_files")}
@@ -233,8 +248,17 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        try:
+            _check_readable(self.engine)
+            Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+        except DatabaseError as exc:
+            self.engine.dispose()
+            raise StoreUnreadable(
+                f"the job database {self.engine.url.render_as_string(hide_password=True)} cannot be opened "
+                f"({exc.orig}); it was left untouched: restore it from a backup, or move it aside to start "
+                "with an empty one"
+            ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._vocab_cache: dict[str, tuple[str, list[Hotword] | None]] = {}
         self._vocab_lock = threading.Lock()
