@@ -163,6 +163,34 @@ def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
     assert tokens and tokens[0] in (200, 404)
 
 
+def test_wrong_key_is_asked_for_again_and_refusals_are_explained(browser: Browser, server: RunningServer) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script("sessionStorage.setItem('voxgate.apiKey', 'sk-wrong')")
+    page = context.new_page()
+    page.goto(server.url + "/")
+    dialog = page.locator("#key-dialog")
+    dialog.wait_for(state="visible")  # the vocabulary list was refused: the page asks for a key
+    page.click("#key-dialog button[value=cancel]")
+    poll(lambda: "Cannot list vocabularies" in (page.text_content("#vocab-alert") or ""), 10, "the refused list")
+    page.click("#tab-live")
+    page.click("#live-toggle")
+
+    def refused() -> bool:
+        if dialog.is_visible():
+            page.click("#key-dialog button[value=cancel]")
+        return page.is_visible("#live-alert") and page.inner_text("#live-status") == "Stopped."
+
+    poll(refused, 20, "the refusal message")
+    assert "refused" in page.inner_text("#live-alert") and "API key" in page.inner_text("#live-alert")
+    assert page.inner_text("#live-toggle") == "Start recording"
+    page.click("#key-button")
+    page.fill("#key-input", API_KEY)
+    page.click("#key-dialog button[value=save]")
+    assert page.evaluate("sessionStorage.getItem('voxgate.apiKey')") == API_KEY
+    assert page.inner_text("#key-button") == "API key ✓"
+    context.close()
+
+
 def test_live_view_reports_throttling_and_reconnects_after_a_lost_connection(page: Page) -> None:
     """The first connection is answered as a full server would (task-failed Throttling); the second is the real
     server, cut from the server side after the first final; the third carries on. Nothing said is lost."""

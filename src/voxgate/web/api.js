@@ -67,20 +67,16 @@ export async function postJson(path, body, extraHeaders = {}) {
 }
 
 /** A credential for a WebSocket: a temporary token from POST /api/v1/tokens when the server has that
- *  endpoint, otherwise the key itself. */
+ *  endpoint, otherwise the key itself. A refused key (401, after asking for one) is thrown. */
 export async function websocketCredential() {
-  const key = getKey();
   try {
-    const response = await fetch("/api/v1/tokens?expire_in_seconds=60", { method: "POST", headers: authHeaders() });
-    if (response.ok) {
-      const body = await response.json();
-      const token = body.token || (body.output && body.output.token);
-      if (token) return token;
-    }
-  } catch {
-    /* no token endpoint: fall back to the key */
+    const response = await request("/api/v1/tokens?expire_in_seconds=60", { method: "POST" });
+    const body = await response.json();
+    return body.token || (body.output && body.output.token) || getKey();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) throw error;
+    return getKey(); // no token endpoint on this server
   }
-  return key;
 }
 
 function hex(text) {

@@ -126,8 +126,10 @@ export function setupLive(el) {
     state.replay = [];
     state.replayStart = 0;
     let started = false;
+    let opened = false;
     state.finished = new Promise((resolve) => {
       socket.onopen = () => {
+        opened = true;
         socket.send(
           command("run-task", taskId, {
             task_group: "audio",
@@ -163,10 +165,12 @@ export function setupLive(el) {
       socket.onclose = (event) => {
         resolve("closed");
         if (state.socket !== socket) return;
-        if (state.phase === "streaming" || state.phase === "connecting" || state.phase === "reconnecting") {
-          const why = started ? `Connection lost (code ${event.code})` : "The server refused the connection";
-          const hint = started ? "" : " (check the API key and model)";
-          reconnect(`${why}${hint}.`);
+        if (!opened && state.phase === "connecting") {
+          // refused at the handshake on the first try: a wrong key (or no server); retrying will not help
+          alertBox("The server refused the live connection: check the API key (API key button) and try again.");
+          finish(false);
+        } else if (state.phase === "streaming" || state.phase === "connecting" || state.phase === "reconnecting") {
+          reconnect(started ? `Connection lost (code ${event.code}).` : "The connection was refused.");
         }
       };
     });
@@ -281,7 +285,10 @@ export function setupLive(el) {
     try {
       await connect();
     } catch (error) {
-      reconnect(`Cannot connect: ${error.message || error}.`);
+      if (error.status === 401) {
+        alertBox(`The server refused the API key (${error.message}). Enter a valid key and start again.`);
+        finish(false);
+      } else reconnect(`Cannot connect: ${error.message || error}.`);
     }
   }
 
