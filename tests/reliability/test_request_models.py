@@ -17,6 +17,7 @@ from voxgate.api.dashscope.transcription import ListTasksQuery, TranscriptionReq
 from voxgate.api.dashscope.vocabulary import parse_customization
 from voxgate.api.messages import audio_message
 from voxgate.api.openai.chat import ChatRequest
+from voxgate.api.openai.transcriptions import TranscriptionForm, TranslationForm
 from voxgate.errors import InvalidParameter
 from voxgate.jobs.params import parse_job_parameters
 from voxgate.params import field_path, parse
@@ -54,6 +55,14 @@ def _job_parameters(body: Any) -> None:
 
 def _list_query(body: Any) -> None:
     parse(ListTasksQuery, body)
+
+
+def _transcription_form(body: Any) -> None:
+    parse(TranscriptionForm, body)
+
+
+def _translation_form(body: Any) -> None:
+    parse(TranslationForm, body)
 
 
 # (name, parser, a valid request)
@@ -117,6 +126,20 @@ MODELS: list[tuple[str, Callable[[Any], None], dict[str, Any]]] = [
         },
     ),
     ("list tasks", _list_query, {"page_no": "2", "page_size": "20", "status": "SUCCEEDED"}),
+    (
+        "openai transcription form",
+        _transcription_form,
+        {
+            "file": "/tmp/upload.wav",
+            "model": "whisper-1",
+            "language": "en",
+            "prompt": "names",
+            "response_format": "verbose_json",
+            "stream": "false",
+            "timestamp_granularities[]": ["word", "segment"],
+        },
+    ),
+    ("openai translation form", _translation_form, {"file": "/tmp/upload.wav", "model": "whisper-1"}),
 ]
 IDS = [name for name, _parser, _valid in MODELS]
 

@@ -23,7 +23,6 @@ from voxgate.config import Settings
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import CJK_LANGUAGES, RecognitionOptions, Sentence, join_sentences
 from voxgate.errors import AudioError, Throttling
-from voxgate.params import Flag, LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
 T = TypeVar("T")
@@ -69,25 +68,6 @@ class ClipResult:
         if self.language in CJK_LANGUAGES:
             return sum(1 for ch in self.text if not ch.isspace())
         return len(self.text.split())
-
-
-# -- form fields (OpenAI multipart forms) ----------------------------------------------------------
-def parse_bool(value: Any, param: str, default: bool = False) -> bool:
-    """A form field under the shared :data:`voxgate.params.Flag` rule."""
-    return default if value is None else parse(_FlagField, {"value": value}, prefix=param).value
-
-
-def parse_language(value: Any, param: str) -> str | None:
-    """A form field under the shared :data:`voxgate.params.LanguageCode` rule."""
-    return parse(_LanguageField, {"value": value}, prefix=param).value
-
-
-class _FlagField(RequestModel):
-    value: Flag
-
-
-class _LanguageField(RequestModel):
-    value: LanguageCode = None
 
 
 # -- recognition ----------------------------------------------------------------------------------

@@ -18,21 +18,22 @@ import math
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from voxgate.api.audio_source import MultipartForm, read_multipart, temp_destination
 from voxgate.api.auth import require_key
+from voxgate.api.body import form_body
 from voxgate.api.errors import openai_error_body
 from voxgate.api.sse import SSE_HEADERS, data_event
 from voxgate.api.sync_recognition import (
     ClipResult,
     decode_for_sync,
-    parse_bool,
-    parse_language,
     recognize_samples,
     stream_steps,
     sync_gate,
@@ -42,6 +43,7 @@ from voxgate.engine.models import BUNDLED
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import InvalidParameter, VoxgateError
 from voxgate.output.subtitles import to_srt, to_vtt
+from voxgate.params import Flag, LanguageCode, NonEmptyStr, RequestModel, parse
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.transcriptions")
@@ -67,23 +69,69 @@ LANGUAGE_NAMES = {
 }  # fmt: skip
 
 
-def resolve_model(services: Services, name: str | None) -> EngineProfile:
+def resolve_model(services: Services, name: str) -> EngineProfile:
     """An OpenAI model name or a catalog name; unknown names are ``ModelNotFound`` (404)."""
-    if not name:
-        raise InvalidParameter("the 'model' form field is required (e.g. whisper-1)", param="model")
     return services.catalog.resolve(OPENAI_MODELS.get(name, name))
 
 
-def _granularities(form: MultipartForm) -> set[str]:
-    values = form.all("timestamp_granularities[]") + form.all("timestamp_granularities")
-    chosen = {v.strip() for item in values for v in item.split(",") if v.strip()}
-    unknown = chosen - GRANULARITIES
-    if unknown:
-        raise InvalidParameter(
-            f"timestamp_granularities: unknown value '{sorted(unknown)[0]}' (use word or segment)",
-            param="timestamp_granularities[]",
-        )
-    return chosen or {"segment"}
+def _response_format(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().lower() or "json"
+    return value
+
+
+def _granularities(value: Any) -> Any:
+    """Repeated ``timestamp_granularities[]`` fields (or comma-separated values): word and/or segment."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        chosen = {v.strip() for item in value for v in item.split(",") if v.strip()}
+        unknown = chosen - GRANULARITIES
+        if unknown:
+            raise PydanticCustomError(
+                "granularity", "unknown value '{value}' (use word or segment)", {"value": sorted(unknown)[0]}
+            )
+        return chosen or {"segment"}
+    return value
+
+
+ResponseFormat = Annotated[Literal["json", "text", "srt", "vtt", "verbose_json"], BeforeValidator(_response_format)]
+AudioFile = Annotated[Path, WithJsonSchema({"type": "string", "format": "binary"})]
+
+
+class TranslationForm(RequestModel):
+    """``multipart/form-data`` of ``POST /v1/audio/translations``."""
+
+    file: AudioFile
+    model: NonEmptyStr
+    prompt: str | None = None
+    response_format: ResponseFormat = "json"
+
+    @property
+    def context(self) -> str | None:
+        return (self.prompt or "").strip() or None
+
+
+class TranscriptionForm(TranslationForm):
+    """``multipart/form-data`` of ``POST /v1/audio/transcriptions``."""
+
+    language: LanguageCode = None
+    stream: Flag = False
+    timestamp_granularities: Annotated[
+        set[str],
+        BeforeValidator(_granularities),
+        WithJsonSchema({"type": "array", "items": {"enum": ["word", "segment"]}}),
+    ] = Field(default_factory=lambda: {"segment"}, alias="timestamp_granularities[]")
+
+
+def _form_fields(form: MultipartForm) -> dict[str, Any]:
+    """The form's text fields (last value wins) plus the stored file, ready for a form model."""
+    fields: dict[str, Any] = {name: values[-1] for name, values in form.fields.items() if values}
+    granularities = form.all("timestamp_granularities[]") + form.all("timestamp_granularities")
+    fields.pop("timestamp_granularities", None)
+    if granularities:
+        fields["timestamp_granularities[]"] = granularities
+    if form.file_path is not None:
+        fields["file"] = form.file_path
+    return fields
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -156,43 +204,27 @@ async def _stream(
 
 
 # -- routes ---------------------------------------------------------------------------------------
-def _common_fields(services: Services, form: MultipartForm) -> tuple[EngineProfile, Path, str]:
-    """The engine profile, audio file and response format of a transcription or translation form."""
-    profile = resolve_model(services, form.get("model"))
-    if form.file_path is None:
-        raise InvalidParameter("the 'file' form field (the audio file) is required", param="file")
-    response_format = (form.get("response_format") or "json").strip().lower()
-    if response_format not in RESPONSE_FORMATS:
-        raise InvalidParameter(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
-    return profile, form.file_path, response_format
-
-
 async def transcriptions(request: Request) -> Response:
     services: Services = request.app.state.services
     settings = services.settings
     form = await read_multipart(
         request, destination=temp_destination(settings, prefix="transcribe-"), max_file_bytes=settings.sync_max_bytes
     )
-    file_path: Path | None = form.file_path
     try:
-        profile, audio_path, response_format = _common_fields(services, form)
-        granularities = _granularities(form)
-        options = RecognitionOptions(
-            language=parse_language(form.get("language"), "language"),
-            context=(form.get("prompt") or "").strip() or None,
-        )
-        stream = parse_bool(form.get("stream"), "stream")
+        fields = parse(TranscriptionForm, _form_fields(form))
+        profile = resolve_model(services, fields.model)
+        options = RecognitionOptions(language=fields.language, context=fields.context)
         sync_gate(services).check()
-        audio = await _decode(audio_path, services)
+        audio = await _decode(fields.file, services)
     finally:
-        if file_path is not None:
-            file_path.unlink(missing_ok=True)
-    if stream:
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
+    if fields.stream:
         return StreamingResponse(
             _stream(services, audio, options, profile), media_type="text/event-stream", headers=SSE_HEADERS
         )
     result = await recognize_samples(services, audio, options, profile)
-    return render(result, response_format, granularities)
+    return render(result, fields.response_format, fields.timestamp_granularities)
 
 
 async def translations(request: Request) -> Response:
@@ -202,23 +234,23 @@ async def translations(request: Request) -> Response:
     form = await read_multipart(
         request, destination=temp_destination(settings, prefix="translate-"), max_file_bytes=settings.sync_max_bytes
     )
-    file_path: Path | None = form.file_path
     try:
-        profile, audio_path, response_format = _common_fields(services, form)
+        fields = parse(TranslationForm, _form_fields(form))
+        profile = resolve_model(services, fields.model)
         bundled = BUNDLED.get(profile.model)
         if bundled is not None and not bundled.multilingual:
             raise InvalidParameter(
-                f"model '{form.get('model')}' is English-only and cannot translate; use whisper-1", param="model"
+                f"model '{fields.model}' is English-only and cannot translate; use whisper-1", param="model"
             )
-        options = RecognitionOptions(context=(form.get("prompt") or "").strip() or None, task="translate")
+        options = RecognitionOptions(context=fields.context, task="translate")
         sync_gate(services).check()
-        audio = await _decode(audio_path, services)
+        audio = await _decode(fields.file, services)
     finally:
-        if file_path is not None:
-            file_path.unlink(missing_ok=True)
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
     spoken = await recognize_samples(services, audio, options, profile)
     result = ClipResult(sentences=spoken.sentences, language="en", duration_ms=spoken.duration_ms)
-    return render(result, response_format, {"segment"}, task="translate")
+    return render(result, fields.response_format, {"segment"}, task="translate")
 
 
 async def _decode(path: Path, services: Services) -> np.ndarray:
@@ -244,7 +276,19 @@ async def get_model(request: Request, model: str) -> JSONResponse:
 
 for _prefix in PREFIXES:
     _auth = [Depends(require_key())]
-    router.add_api_route(f"{_prefix}/audio/transcriptions", transcriptions, methods=["POST"], dependencies=_auth)
-    router.add_api_route(f"{_prefix}/audio/translations", translations, methods=["POST"], dependencies=_auth)
+    router.add_api_route(
+        f"{_prefix}/audio/transcriptions",
+        transcriptions,
+        methods=["POST"],
+        dependencies=_auth,
+        openapi_extra=form_body(TranscriptionForm),
+    )
+    router.add_api_route(
+        f"{_prefix}/audio/translations",
+        translations,
+        methods=["POST"],
+        dependencies=_auth,
+        openapi_extra=form_body(TranslationForm),
+    )
     router.add_api_route(f"{_prefix}/models", list_models, methods=["GET"], dependencies=_auth)
     router.add_api_route(f"{_prefix}/models/{{model:path}}", get_model, methods=["GET"], dependencies=_auth)
