@@ -291,6 +291,32 @@ def test_file_upload_transcript_seek_search_and_download(page: Page, server: Run
     shot(page, "files-phone.png")
 
 
+def test_diarized_transcript_has_speaker_colours(page: Page) -> None:
+    page.click("#tab-files")
+    page.select_option("#file-language", "en")
+    page.check("#file-diarization")
+    upload(page, audio_file("endgame_nagg_nell_16k.wav"))
+    rows = page.locator("#transcript .sentence")
+    speakers = {c for c in (rows.nth(i).get_attribute("class") or "" for i in range(rows.count())) if "speaker-" in c}
+    assert len(speakers) >= 2, speakers
+    labels = set(page.locator("#transcript .speaker").all_inner_texts())
+    assert {"Speaker 1", "Speaker 2"} <= labels, labels
+    shot(page, "files-speakers.png")
+
+
+def test_file_errors_are_shown(page: Page, tmp_path: Path) -> None:
+    page.click("#tab-files")
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not audio at all\n" * 100)
+    page.set_input_files("#file-input", str(notes))
+    poll(lambda: page.is_visible("#file-alert"), 60, "the failed job's message")
+    assert page.inner_text("#file-status") == "Failed."
+    assert "InvalidFile" in page.inner_text("#file-alert") or "audio" in page.inner_text("#file-alert").lower()
+    page.fill("#file-url", "http://127.0.0.1:9/private.wav")
+    page.click("#url-form button")
+    poll(lambda: "loopback" in page.inner_text("#file-alert"), 60, "the refused URL's message")
+
+
 def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path) -> None:
     names = synth("We deployed the Xylantrix cluster in the Tolkarov region.", tmp_path / "names.wav")
     page.click("#tab-files")
