@@ -7,6 +7,8 @@ import logging.config
 from contextvars import ContextVar
 from typing import Any, Literal
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("voxgate_request_id", default=None)
 """The id of the HTTP request or WebSocket being handled (set by the request-context middleware)."""
 
@@ -30,6 +32,7 @@ def logging_config(log_format: Literal["text", "json"] = "text", level: str = "I
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": JSON_FIELDS,
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],  # uvicorn's copy of the message with ANSI colours
         }
     else:
         formatter = {"format": TEXT_FORMAT}
