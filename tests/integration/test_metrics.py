@@ -3,7 +3,9 @@ Also the request id: returned on every response and written on the server's log 
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 
 import httpx
 import openai
@@ -87,3 +89,33 @@ def test_request_ids_reach_responses_and_logs(server: RunningServer) -> None:
     while "[trace-abc-123]" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert any("[trace-abc-123]" in line and "/v1/models" in line for line in server.log().splitlines())
+
+
+def test_streamed_session_moves_session_and_lag_series(server: RunningServer) -> None:
+    before = scrape(server)
+    ws = websocket.create_connection(
+        server.ws_url + "/api-ws/v1/inference", header=[f"Authorization: Bearer {API_KEY}"], timeout=60
+    )
+    header = {"action": "run-task", "task_id": uuid.uuid4().hex, "streaming": "duplex"}
+    payload = {"task_group": "audio", "task": "asr", "function": "recognition", "model": "fun-asr-realtime"}
+    parameters = {"format": "wav", "sample_rate": 16000}
+    ws.send(json.dumps({"header": header, "payload": {**payload, "parameters": parameters, "input": {}}}))
+    assert json.loads(ws.recv())["header"]["event"] == "task-started"
+    during = scrape(server)
+    assert value(during, "voxgate_realtime_sessions_open", protocol="run-task") >= 1
+    audio = audio_file("goforward.wav").read_bytes()
+    for i in range(0, len(audio), 3200):
+        ws.send_binary(audio[i : i + 3200])
+        time.sleep(0.02)
+    ws.send(json.dumps({"header": {**header, "action": "finish-task"}, "payload": {"input": {}}}))
+    while json.loads(ws.recv())["header"]["event"] not in ("task-finished", "task-failed"):
+        pass
+    ws.close()
+    deadline = time.monotonic() + 5
+    after = scrape(server)
+    while value(after, "voxgate_realtime_sessions_open", protocol="run-task") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = scrape(server)
+    assert value(after, "voxgate_realtime_sessions_open", protocol="run-task") == 0
+    lag = "voxgate_realtime_final_lag_seconds_count"
+    assert value(after, lag, protocol="run-task") > value(before, lag, protocol="run-task")
