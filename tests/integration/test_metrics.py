@@ -85,6 +85,14 @@ def test_request_ids_reach_responses_and_logs(server: RunningServer) -> None:
     )
     assert ws.getheaders()["x-request-id"] == "ws-77"
     ws.close()
+    try:
+        websocket.create_connection(
+            server.ws_url + "/api-ws/v1/inference", header=["Authorization: Bearer sk-wrong", "X-Request-Id: ws-78"]
+        )
+    except websocket.WebSocketBadStatusException as refused:
+        assert refused.status_code == 401 and refused.resp_headers["x-request-id"] == "ws-78"
+    else:
+        raise AssertionError("a wrong key opened a WebSocket")
     deadline = time.monotonic() + 5
     while "[trace-abc-123]" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -2,8 +2,8 @@
 
 The id is the client's ``X-Request-Id`` when it sends a sane one, else a new UUID. It is set in
 :data:`voxgate.logs.REQUEST_ID` for the log lines of the request and returned as the ``X-Request-Id``
-response header (also on WebSocket handshakes). HTTP requests are counted by route template (``unmatched``
-for paths no route serves), method and status in :data:`voxgate.metrics.HTTP_REQUESTS`.
+response header (also on WebSocket handshakes, accepted or refused). HTTP requests are counted by route
+template (``unmatched`` for paths no route serves), method and status in :data:`voxgate.metrics.HTTP_REQUESTS`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class RequestContextMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] in ("http.response.start", "websocket.accept"):
+            if message["type"] in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
                 message.setdefault("headers", [])
