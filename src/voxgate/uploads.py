@@ -109,7 +109,7 @@ class UploadSigner:
         return base64.b64encode(hmac.new(self.secret, policy.encode(), hashlib.sha1).digest()).decode()
 
     def verify(self, policy: str, signature: str) -> bool:
-        return hmac.compare_digest(self.sign(policy), signature)
+        return hmac.compare_digest(self.sign(policy).encode(), signature.encode())  # bytes: any text compares
 
 
 def sweep_uploads(settings: Settings, now: float | None = None) -> int:

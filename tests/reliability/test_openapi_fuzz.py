@@ -3,6 +3,7 @@ not) may end in a server error, and the typed request models must be in the sche
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from schemathesis.checks import not_a_server_error
 from tests.conftest import API_KEY, RunningServer, start_server, stop_server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+EXAMPLES = int(os.environ.get("VOXGATE_FUZZ_EXAMPLES", "12"))  # per operation and mode; raise for a long run
 REQUEST_MODELS = ("GenerationRequest", "ChatRequest", "TranscriptionRequest", "CustomizationRequest")
 
 
@@ -63,7 +65,7 @@ def test_no_generated_request_is_a_server_error(
     assert len(operations) >= 8
     for operation in operations:
 
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy(mode))
         def call(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, checks=[not_a_server_error], timeout=60)

@@ -200,7 +200,8 @@ class _Collector:
         self._headers = {}
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("utf-8", "replace")
+        # latin-1 keeps the raw bytes: parse_options_header round-trips them, names are then read as UTF-8
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
         self._field.clear()
         self._value.clear()
 

@@ -17,17 +17,20 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import AliasChoices, BeforeValidator, Field, WithJsonSchema
 
 from voxgate.api.audio_source import MultipartForm, read_multipart, temp_destination
 from voxgate.api.auth import require_key
+from voxgate.api.body import form_body
 from voxgate.api.errors import new_request_id
 from voxgate.config import Settings
 from voxgate.errors import InvalidParameter, VoxgateError
 from voxgate.jobs.store import owner_of
+from voxgate.params import Flag, RequestModel, parse
 from voxgate.services import Services
 from voxgate.uploads import key_path, upload_dir_for
 
@@ -77,31 +80,54 @@ def make_policy(services: Services, upload_host: str, owner: str) -> dict[str, A
     }
 
 
+def _status(value: Any) -> str:
+    """``success_action_status``: 200, 201 or 204; anything else answers 204, as OSS does."""
+    return str(value) if str(value) in ("200", "201", "204") else "204"
+
+
+class UploadFields(RequestModel):
+    """The text fields of the OSS-style upload form, sent before the ``file`` part."""
+
+    policy: str = ""
+    signature: str = Field("", validation_alias=AliasChoices("Signature", "signature"))
+    key: str = ""
+    forbid_overwrite: Flag = Field(False, validation_alias="x-oss-forbid-overwrite")
+    success_action_status: Annotated[str, BeforeValidator(_status)] = "204"
+
+
+class UploadForm(UploadFields):
+    """``multipart/form-data`` of ``POST /api/v1/uploads`` (OSS PostObject shape; ``file`` last)."""
+
+    file: Annotated[bytes, WithJsonSchema({"type": "string", "format": "binary"})]
+
+
+def upload_fields(form: MultipartForm) -> UploadFields:
+    return parse(UploadFields, {name: values[-1] for name, values in form.fields.items() if values})
+
+
 def check_policy(services: Services, form: MultipartForm) -> str:
     """Verify the signed policy of an upload form; return the key it allows."""
-    policy = form.get("policy") or ""
-    signature = form.get("Signature") or form.get("signature") or ""
-    key = form.get("key") or ""
-    if not policy or not signature:
+    fields = upload_fields(form)
+    if not fields.policy or not fields.signature:
         raise UploadDenied(
             "the upload form needs the 'policy' and 'Signature' fields of GET /api/v1/uploads?action=getPolicy, "
             "before the 'file' part"
         )
-    if not services.signer().verify(policy, signature):
+    if not services.signer().verify(fields.policy, fields.signature):
         raise UploadDenied("the upload policy signature does not match")
     try:
-        document = json.loads(base64.b64decode(policy))
+        document = json.loads(base64.b64decode(fields.policy))
         expires = datetime.strptime(document["expiration"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC)
         prefix = next(c[2] for c in document["conditions"] if c[0] == "starts-with" and c[1] == "$key")
     except (ValueError, KeyError, TypeError, StopIteration) as exc:
         raise UploadDenied("the upload policy is malformed") from exc
     if expires.timestamp() < time.time():
         raise UploadDenied("the upload policy has expired; request a new one")
-    if not key:
+    if not fields.key:
         raise InvalidParameter("the upload form needs a 'key' field before the file", param="key")
-    if not key.startswith(prefix) or len(key) == len(prefix):
+    if not fields.key.startswith(prefix) or len(fields.key) == len(prefix):
         raise UploadDenied(f"the key must start with the policy's upload_dir '{prefix}'")
-    return key
+    return fields.key
 
 
 def _public_base(request: Request, settings: Settings) -> str:
@@ -109,20 +135,25 @@ def _public_base(request: Request, settings: Settings) -> str:
 
 
 # -- routes ---------------------------------------------------------------------------------------
+class PolicyQuery(RequestModel):
+    """Query of ``GET /api/v1/uploads``."""
+
+    action: Literal["getPolicy"]
+    model: str = ""
+
+
 @router.get(UPLOAD_PATH)
 async def get_policy(
-    request: Request, action: str = "", model: str = "", api_key: str = Depends(require_key())
+    request: Request, query: Annotated[PolicyQuery, Query()], api_key: str = Depends(require_key())
 ) -> JSONResponse:
     """``action=getPolicy``: a signed upload policy for the next ``POST``."""
-    if action != "getPolicy":
-        raise InvalidParameter(f"unsupported action '{action}': only getPolicy", param="action")
     services: Services = request.app.state.services
     host = _public_base(request, services.settings) + UPLOAD_PATH
     data = make_policy(services, host, owner_of(api_key))
     return JSONResponse({"request_id": new_request_id(), "data": data})
 
 
-@router.post(UPLOAD_PATH)
+@router.post(UPLOAD_PATH, openapi_extra=form_body(UploadForm))
 async def upload(request: Request) -> Response:
     """OSS-style form upload authorised by the signed policy (the ``file`` part must come last)."""
     services: Services = request.app.state.services
@@ -133,7 +164,7 @@ async def upload(request: Request) -> Response:
     def destination(form: MultipartForm, filename: str | None) -> Path:
         key = check_policy(services, form)
         path = key_path(settings, key)
-        if path.exists() and (form.get("x-oss-forbid-overwrite") or "").lower() == "true":
+        if path.exists() and upload_fields(form).forbid_overwrite:
             raise UploadExists(f"an upload with key '{key}' already exists")
         target["path"] = path
         return temporary(form, filename)
@@ -148,5 +179,4 @@ async def upload(request: Request) -> Response:
     except OSError:
         form.file_path.unlink(missing_ok=True)
         raise
-    status = form.get("success_action_status") or "204"
-    return Response(status_code=int(status) if status in ("200", "201", "204") else 204)
+    return Response(status_code=int(upload_fields(form).success_action_status))
