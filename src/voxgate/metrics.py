@@ -77,6 +77,19 @@ JOB_REALTIME_FACTOR = Histogram(
     registry=REGISTRY,
 )
 
+FINAL_DECODES = Counter(
+    "voxgate_realtime_final_decodes_total",
+    "Real-time final decodes by path: short window, short window retried without the previous sentence, "
+    "full window; speculative decodes included.",
+    ["path"],
+    registry=REGISTRY,
+)
+SPECULATIVE_ABANDONED = Counter(
+    "voxgate_realtime_speculative_abandoned_total",
+    "Speculative finals given up because the speaker went on.",
+    registry=REGISTRY,
+)
+
 # -- HTTP and models ----------------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
     "voxgate_http_requests_total",

@@ -137,7 +137,8 @@ class LiveStream:
 
     @property
     def stats(self) -> dict[str, int]:
-        return dict(self._engine.stats)
+        """Final decodes by path (speculative ones included) and speculative finals abandoned."""
+        return {**self._engine.stats, "speculative_abandoned": self._stream.speculative_abandoned}
 
     # -- input ----------------------------------------------------------------------------------------
     async def push(self, audio: np.ndarray) -> None:

@@ -14,6 +14,7 @@ compression, and words that reach the end of the speech. Otherwise they go to th
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, replace
 
@@ -52,6 +53,8 @@ FINAL_MAX_COMPRESSION = 2.2
 FINAL_MISSING_TAIL_S = 1.0  # the last word must end this close to where the VAD heard speech end
 PREVIOUS_CHARS = 200
 FINAL_EXTRA_TAIL_S = 0.5  # ... and must not start this long after it (text invented in the padding)
+FINAL_LATE_START_S = 1.5  # the first word must start this close to the segment start (300 ms pre-roll)
+FINAL_GAP_MARGIN_S = 1.2  # alignment slack on top of the longest pause a sentence may hold
 PREPEND = "\"'“¿([{-"
 APPEND = "\"'.。,，!！?？:：”)]}、"
 
@@ -181,10 +184,12 @@ class PartialDecoder:
         hints: list[str] | None = None,
         speech_end_s: float | None = None,
         encoded: ctranslate2.StorageView | None = None,
+        max_gap_s: float = 2.0,
     ) -> tuple[list[tuple[float, float, str, float]], str] | None:
         """Words with times (and the language) for a whole VAD segment on a short window, or None when a
         guard trips: unsure language, loop, token cap, low confidence, high compression, or words ending
-        well before the speech does. ``encoded``: the window already encoded by :meth:`encode`."""
+        well before the speech does, or a stretch of speech skipped (no word for more than ``max_gap_s``, the
+        longest pause a sentence can hold, or at the start). ``encoded``: the window from :meth:`encode`."""
         if encoded is None:
             encoded = self.encode(audio)
         if not self.multilingual:
@@ -230,6 +235,8 @@ class PartialDecoder:
             words[-1][1] < speech_end_s - FINAL_MISSING_TAIL_S or words[-1][0] > speech_end_s + FINAL_EXTRA_TAIL_S
         ):
             return None
+        if skipped_speech(words, max_gap_s):
+            return None
         return words, language
 
     def _detect(self, encoded: ctranslate2.StorageView, hints: list[str] | None, samples: int) -> str | None:
@@ -245,6 +252,14 @@ class PartialDecoder:
             if not allowed or code in allowed:
                 return code if prob >= DETECT_MIN_PROB else None
         return None
+
+
+def skipped_speech(words: list[tuple[float, float, str, float]], max_gap_s: float) -> bool:
+    """True when the decoder jumped over speech: the first word starts late, or two words lie further apart
+    than a pause inside one sentence can be (the VAD would have ended the sentence there)."""
+    if not words or words[0][0] > FINAL_LATE_START_S:
+        return True
+    return any(b[0] - a[1] > max_gap_s for a, b in itertools.pairwise(words))
 
 
 def greedy(
@@ -370,6 +385,7 @@ class WhisperStreamEngine:
                 hints=self.options.language_hints,
                 speech_end_s=speech_end_s,
                 encoded=encoded,
+                max_gap_s=self.options.max_sentence_silence_ms / 1000 + FINAL_GAP_MARGIN_S,
             )
             if decoded is not None:
                 self.stats["retried_finals" if attempt else "fast_finals"] += 1

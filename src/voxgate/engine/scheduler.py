@@ -8,8 +8,8 @@ order in which they start is the policy:
 2. **partials**, the newest per stream only (an older queued partial is dropped), round-robin;
 3. **synchronous** requests, then 4. **file-job** units, first come first served.
 
-Bulk work (sync and file) never takes the last free worker while real-time streams are open, so a final
-waits behind at most one unit of its own class. A bulk unit that has waited ``bulk_max_wait_s`` goes ahead of
+File work never takes the last free worker while real-time streams are open, so a final waits behind at
+most one unit (a final, or a short synchronous request). A bulk unit that has waited ``bulk_max_wait_s`` goes ahead of
 partials (never of finals): a file job slows down while streams are busy and speeds up when they are idle,
 but never starves.
 
@@ -160,8 +160,8 @@ class Scheduler:
         self._finals: OrderedDict[int, deque[_Unit]] = OrderedDict()
         self._partials: OrderedDict[int, _Unit] = OrderedDict()
         self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
-        self._bulk_running = 0
-        self._recent_final_waits: deque[tuple[float, float]] = deque(maxlen=RECENT_FINALS)
+        self._files_running = 0
+        self._recent_final_waits: deque[tuple[float, float, int]] = deque(maxlen=RECENT_FINALS)
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -227,7 +227,9 @@ class Scheduler:
 
     def _final_wait_p95(self) -> float:
         now = time.perf_counter()
-        waits = sorted(w for at, w in self._recent_final_waits if now - at < RECENT_WINDOW_S)
+        waits = sorted(
+            w for at, w, key in self._recent_final_waits if now - at < RECENT_WINDOW_S and key in self._open
+        )
         if len(waits) < 4:
             return 0.0
         return waits[min(len(waits) - 1, int(0.95 * len(waits)))]
@@ -292,6 +294,11 @@ class Scheduler:
             futures.append(future)
             self._enqueue(_Unit(work, fn, _deliver_to(future), _fail_to(future)))
         return [future.result() for future in futures]
+
+    @property
+    def finals_waiting(self) -> int:
+        """Finals queued and not yet started, over all streams."""
+        return self.stats[WorkClass.FINAL].depth
 
     def pending(self, stream: int) -> int:
         with self._cond:
@@ -365,11 +372,12 @@ class Scheduler:
                 self._drop(unit)
                 continue
             return unit
-        bulk_allowed = not self._open or self._bulk_running < self.workers - 1 or self.workers == 1
-        if bulk_allowed:
-            aged = self._aged_bulk()
-            if aged is not None:
-                return aged
+        allowed = [WorkClass.SYNC]
+        if not self._open or self._files_running < self.workers - 1 or self.workers == 1:
+            allowed.append(WorkClass.FILE)
+        aged = self._aged_bulk(allowed)
+        if aged is not None:
+            return aged
         while self._partials:
             _stream, unit = self._partials.popitem(last=False)
             self.stats[WorkClass.PARTIAL].depth -= 1
@@ -378,17 +386,16 @@ class Scheduler:
                 self._drop(unit)
                 continue
             return unit
-        if bulk_allowed:
-            for work in BULK:
-                if self._bulk[work]:
-                    return self._take_bulk(work)
+        for work in allowed:
+            if self._bulk[work]:
+                return self._take_bulk(work)
         return None
 
-    def _aged_bulk(self) -> _Unit | None:
+    def _aged_bulk(self, allowed: list[WorkClass]) -> _Unit | None:
         if not self._partials:
             return None
         now = time.perf_counter()
-        for work in BULK:
+        for work in allowed:
             queue = self._bulk[work]
             if queue and now - queue[0].queued >= self.bulk_max_wait_s:
                 return self._take_bulk(work)
@@ -397,7 +404,8 @@ class Scheduler:
     def _take_bulk(self, work: WorkClass) -> _Unit:
         unit = self._bulk[work].popleft()
         self.stats[work].depth -= 1
-        self._bulk_running += 1
+        if work is WorkClass.FILE:
+            self._files_running += 1
         return unit
 
     def _work(self) -> None:
@@ -428,12 +436,12 @@ class Scheduler:
             stats.busy_s += elapsed
             stats.wait_s += waited
             stats.max_wait_s = max(stats.max_wait_s, waited)
-            if unit.work in BULK:
-                self._bulk_running -= 1
+            if unit.work is WorkClass.FILE:
+                self._files_running -= 1
                 self._cond.notify()
             ticket = self._open.get(unit.stream)
             if unit.work is WorkClass.FINAL:
-                self._recent_final_waits.append((time.perf_counter(), waited))
+                self._recent_final_waits.append((time.perf_counter(), waited, unit.stream))
                 if ticket is not None:
                     ticket.final_s += elapsed
             elif unit.work is WorkClass.PARTIAL and ticket is not None:

@@ -101,7 +101,7 @@ class StreamConfig:
     min_speech_ms: int = 96
     first_partial_ms: int = 400
     partial_interval_ms: int = 500
-    speculative_ms: int = 100  # earliest start of a speculative final, ms into the silence
+    speculative_ms: int = 200  # earliest start of a speculative final, ms into the silence
     max_pending_finals: int = 4
     language: str | None = None
 
@@ -247,6 +247,7 @@ class RecognitionStream:
         self._partial_task: asyncio.Task[None] | None = None
         self._closed = False
         self._final_cost: float | None = None  # seconds a final took per second of its audio (EWMA)
+        self.speculative_abandoned = 0  # speculative finals given up because speech went on
         self.failure: BaseException | None = None
 
     # -- input --------------------------------------------------------------------------------------
@@ -362,6 +363,7 @@ class RecognitionStream:
             if utt.speculative is not None:
                 utt.speculative[1].cancel()
                 utt.speculative = None
+                self.speculative_abandoned += 1
         elif prob < cfg.threshold - 0.15 or prob < 0.1:
             self._silence += 1
         silence_ms = _ms(frame_end - utt.last_speech)
@@ -421,6 +423,7 @@ class RecognitionStream:
         else:
             if spec is not None:
                 spec[1].cancel()
+                self.speculative_abandoned += 1
             audio = self._ring.slice(utt.start, end)
             decode = asyncio.ensure_future(
                 self._decode_final(audio, utt.start, utt.last_speech if utt.voiced or not self.config.manual else None)
@@ -450,6 +453,8 @@ class RecognitionStream:
         cfg = self.config
         if cfg.manual or cfg.speculative_ms <= 0 or cfg.silence_ms <= cfg.speculative_ms:
             return 10**9
+        if self.scheduler.finals_waiting:  # the decoders are behind: no work that may be thrown away
+            return cfg.silence_ms
         predicted_ms = int((self._final_cost or DEFAULT_FINAL_COST) * 1000 * _ms(now - utt.start) / 1000)
         return max(cfg.speculative_ms, min(cfg.silence_ms - 50, cfg.silence_ms - predicted_ms))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from voxgate.api.dashscope.ws_support import Outbox, authenticate
+from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, StreamEvent
@@ -152,6 +152,7 @@ class RunTask:
             self.relay.cancel()
         if self.stream is not None:
             self.stream.close()
+            record_stream_stats(self.stream)
             SESSIONS_OPEN.labels(PROTOCOL).dec()
             self.stream = None
 

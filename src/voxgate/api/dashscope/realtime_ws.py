@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from voxgate.api.dashscope.ws_support import Outbox, authenticate
+from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
@@ -232,6 +232,7 @@ class Session:
                 self.relay.cancel()
             if self.stream is not None:
                 self.stream.close()
+                record_stream_stats(self.stream)
                 SESSIONS_OPEN.labels(PROTOCOL).dec()
             self.outbox.cancel()
 

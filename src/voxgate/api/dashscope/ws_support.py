@@ -14,12 +14,22 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.errors import dashscope_error_body
+from voxgate.engine.live import LiveStream
 from voxgate.errors import InvalidApiKey
+from voxgate.metrics import FINAL_DECODES, SPECULATIVE_ABANDONED
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.realtime")
 
 OUTBOX_LIMIT = 512  # queued server events beyond which the client is considered not reading
+
+
+def record_stream_stats(stream: LiveStream) -> None:
+    """Add a finished stream's decode counts to the process metrics."""
+    stats = stream.stats
+    for path in ("fast_finals", "retried_finals", "full_finals"):
+        FINAL_DECODES.labels(path.removesuffix("_finals")).inc(stats.get(path, 0))
+    SPECULATIVE_ABANDONED.inc(stats.get("speculative_abandoned", 0))
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> bool:
