@@ -27,6 +27,7 @@ from voxgate.engine.types import Sentence, Word
 SAMPLE_RATE = 16000
 FRAME_MS = 100
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+FINISH_TIMEOUT_S = 60.0  # after finish-task, the longest wait for task-finished
 
 
 class ListenError(Exception):
@@ -177,6 +178,7 @@ class Session:
         self.captions: list[Caption] = []
         self._interim = Text("")
         self._send_error: BaseException | None = None
+        self._finish_sent_at = 0.0
 
     def _open(self) -> ClientConnection:
         url = inference_url(self.options.server)
@@ -198,6 +200,7 @@ class Session:
             for frame in frames:
                 ws.send(frame)
             ws.send(_command("finish-task", self.task_id, {"input": {}}))
+            self._finish_sent_at = time.monotonic()
         except ConnectionClosed:
             pass
         except BaseException as exc:
@@ -239,18 +242,25 @@ class Session:
         return self.captions
 
     def _read_events(self, ws: ClientConnection, live: Live, started: float) -> None:
-        try:
-            for raw in ws:
-                event = json.loads(raw)
-                self._check_failed(event)
-                name = event["header"]["event"]
-                if name == "task-finished":
-                    return
-                if name == "result-generated":
-                    self._on_result(event["payload"]["output"]["sentence"], live, time.monotonic() - started)
-        except ConnectionClosed as exc:
-            raise ListenError(f"the server closed the connection ({exc.rcvd or 'no close frame'})") from exc
-        raise ListenError("the server closed the connection before the task finished")
+        while True:
+            try:
+                raw = ws.recv(timeout=1.0)
+            except TimeoutError:
+                waited = self._finish_sent_at and time.monotonic() - self._finish_sent_at
+                if waited and waited > FINISH_TIMEOUT_S:
+                    raise ListenError(
+                        f"the server did not finish the task within {FINISH_TIMEOUT_S:g} s of the end of the audio"
+                    ) from None
+                continue
+            except ConnectionClosed as exc:
+                raise ListenError(f"the server closed the connection ({exc.rcvd or 'no close frame'})") from exc
+            event = json.loads(raw)
+            self._check_failed(event)
+            name = event["header"]["event"]
+            if name == "task-finished":
+                return
+            if name == "result-generated":
+                self._on_result(event["payload"]["output"]["sentence"], live, time.monotonic() - started)
 
     def _check_failed(self, event: dict[str, Any]) -> None:
         header = event.get("header", {})
