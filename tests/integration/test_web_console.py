@@ -125,7 +125,7 @@ def upload(page: Page, path: Path, *, drop: bool = False) -> None:
 def test_console_is_served_with_its_assets(page: Page, server: RunningServer) -> None:
     assert page.title() == "voxgate console"
     models = page.eval_on_selector_all("#live-model option", "options => options.map(o => o.value)")
-    assert "fun-asr-realtime" in models and "fun-asr" not in models
+    assert "fun-asr-realtime" in models and "fun-asr" not in models and "fun-asr-flash-8k-realtime" not in models
     assert page.evaluate("fetch('/console/console.py').then(r => r.status)") == 404
     # keyboard: the tabs follow the arrow keys
     page.focus("#tab-live")

@@ -65,7 +65,8 @@ async def asset(name: str) -> Response:
 
 @router.get("/console/api/models")
 async def models(request: Request) -> JSONResponse:
-    """Model names by use: ``realtime`` (run-task WebSocket) and ``file`` (file jobs), without dated snapshots."""
+    """Model names by use, without dated snapshots: ``realtime`` (run-task models taking the page's 16 kHz audio)
+    and ``file`` (file jobs)."""
     services: Services = request.app.state.services
     catalog = services.catalog
     by_mode: dict[str, list[str]] = {"realtime": [], "file": []}
@@ -73,7 +74,8 @@ async def models(request: Request) -> JSONResponse:
         profile = catalog.resolve(name)
         if SNAPSHOT.search(name):
             continue
-        if profile.mode == "realtime" and profile.family not in ("qwen-asr", "qwen-omni"):
+        takes_16k = profile.sample_rates is None or 16000 in profile.sample_rates
+        if profile.mode == "realtime" and profile.family not in ("qwen-asr", "qwen-omni") and takes_16k:
             by_mode["realtime"].append(name)
         elif profile.mode == "file":
             by_mode["file"].append(name)
