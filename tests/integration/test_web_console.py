@@ -91,6 +91,51 @@ def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+CONTRAST_JS = """() => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const channel = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+  const lum = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0.9) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el.checkVisibility() || el.closest("[disabled]")) continue;
+    const style = getComputedStyle(el);
+    const a = lum(parse(style.color));
+    const b = lum(background(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) low.push(`${node.textContent.trim().slice(0, 30)}: ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+UNLABELLED_JS = """() => [...document.querySelectorAll("button, input, select, textarea, meter, progress")]
+  .filter((el) => el.type !== "hidden" && !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+    && !el.textContent.trim())
+  .map((el) => el.outerHTML.slice(0, 80))"""
+
+
+def assert_accessible(page: Page) -> None:
+    """Every control has a label and all visible text meets WCAG AA contrast (4.5:1, large text 3:1)."""
+    assert page.evaluate(UNLABELLED_JS) == []
+    assert page.evaluate(CONTRAST_JS) == []
+
+
 def shot(page: Page, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
@@ -163,6 +208,7 @@ def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
     poll(lambda: page.inner_text("#live-status").startswith("Stopped"), 30, "the session to stop")
     if not captured:
         shot(page, "live.png", full_page=False)
+    assert_accessible(page)
     finals = page.locator("#live-finals li .text").all_inner_texts()
     assert first_final is not None and interims, (interims, finals)
     assert interims[0][0] < first_final, "an interim hypothesis is shown before the first final"
@@ -301,6 +347,7 @@ def test_file_upload_transcript_seek_search_and_download(page: Page, server: Run
     assert download_info.value.suggested_filename == "beckett_16k.srt"
     assert srt.startswith("1\n00:00:00,") and " --> " in srt and "matter" in srt.lower()
     shot(page, "files.png")
+    assert_accessible(page)
     page.set_viewport_size(PHONE)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shot(page, "files-phone.png")
@@ -317,6 +364,7 @@ def test_dropped_file_diarized_transcript_has_speaker_colours(page: Page) -> Non
     labels = set(page.locator("#transcript .speaker").all_inner_texts())
     assert {"Speaker 1", "Speaker 2"} <= labels, labels
     shot(page, "files-speakers.png")
+    assert_accessible(page)
 
 
 def test_file_errors_are_shown(page: Page, tmp_path: Path) -> None:
@@ -349,6 +397,7 @@ def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path
     vocabulary_id = row.locator("td.id").inner_text()
     assert "Xylantrix, Tolkarov" in row.inner_text()
     shot(page, "vocabularies.png")
+    assert_accessible(page)
     row.get_by_role("button", name=f"Use {vocabulary_id}").click()
     assert page.input_value("#live-vocab") == vocabulary_id
 
