@@ -12,7 +12,7 @@ install: $(STAMP)
 
 system-deps:
 	@missing=""; for p in ffmpeg sox espeak-ng chromium; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || missing="$$missing libportaudio2"; \
+	[ -n "$$(ls /usr/lib/*/libportaudio.so.2 /usr/lib/libportaudio.so.2 2>/dev/null)" ] || missing="$$missing libportaudio2"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
