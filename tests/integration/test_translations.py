@@ -1,6 +1,6 @@
 """Speech translation to English (``POST /v1/audio/translations``) through the real engine and the openai SDK.
 
-No recorded non-English speech ships with the project: the German input is synthetic (espeak-ng).
+No recorded non-English speech ships with the project: the German and Spanish inputs are synthetic (espeak-ng).
 """
 
 from __future__ import annotations
@@ -66,3 +66,20 @@ def test_translation_formats_and_errors(server: RunningServer, german_wav: Path)
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "file"
     unknown = httpx.post(url, headers=auth, data={"model": "no-such-model"}, files={"file": ("de.wav", audio)})
     assert unknown.status_code == 404
+
+
+def test_spanish_speech_becomes_english_text(server: RunningServer, tmp_path: Path, espeak: str) -> None:
+    spanish = synth(
+        "Buenos días. Bebo una taza de café con leche todas las mañanas.", tmp_path / "es.wav", voice="es", speed=120
+    )
+    response = httpx.post(
+        server.url + "/v1/audio/translations",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        data={"model": "whisper-1", "response_format": "text"},
+        files={"file": ("es.wav", spanish.read_bytes())},
+        timeout=120,
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    words = _words(response.text)
+    assert len(words & {"good", "morning", "day", "days", "drink", "cup", "coffee", "milk"}) >= 2, response.text
+    assert not words & {"buenos", "bebo", "taza", "leche", "todas", "mañanas"}, response.text
