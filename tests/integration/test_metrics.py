@@ -70,7 +70,7 @@ def test_metrics_move_with_real_traffic(server: RunningServer) -> None:
         before, "voxgate_http_requests_total", **polled
     )
     jobs_before = value(before, "voxgate_job_realtime_factor_count")
-    assert value(after, "voxgate_job_realtime_factor_count") == jobs_before + 1
+    assert value(after, "voxgate_job_realtime_factor_count") >= jobs_before + 1
     assert value(after, "voxgate_job_realtime_factor_sum") > value(before, "voxgate_job_realtime_factor_sum")
     assert ("voxgate_job_queue_depth", frozenset()) in after and value(after, "voxgate_job_queue_depth") == 0.0
 
