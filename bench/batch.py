@@ -1,9 +1,10 @@
 """Batch file recognition: voxgate's engine against plain faster-whisper, side by side in one run.
 
-Measures, for the same Whisper base int8 model on the same speech:
-  * x real time of voxgate (VAD-aligned blocks, windows batched, word timestamps on)
-  * x real time of plain ``WhisperModel.transcribe(vad_filter=True, word_timestamps=True)``
-  * their ratio, each one's peak RSS (each run in its own process), WER against the script
+Measures, for the same Whisper base int8 model on the same real read speech (tests/data recordings):
+  * x real time of voxgate (VAD-aligned blocks, <= 30 s windows decoded as scheduler units on every core)
+  * x real time of faster-whisper's ``BatchedInferencePipeline`` (batch_size 8, word timestamps), the
+    strongest peer, and of plain ``WhisperModel.transcribe(vad_filter=True, word_timestamps=True)``
+  * the ratios, each one's peak RSS (each run in its own process), WER against the references
   * peak RSS of voxgate on a long file built by concatenation (default 60 min, plus 2x that)
 Writes bench/results/batch.json and the table in docs/benchmarks.md (section "Batch").
 """
@@ -25,36 +26,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import update_doc  # noqa: E402
-from tests.conftest import audio_file, join_wavs, synth  # noqa: E402
+from tests.conftest import audio_file, join_wavs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
 
-SCRIPT = [
-    "The committee met on Tuesday to review the budget for the coming year.",
-    "Several members raised concerns about the cost of the new bridge across the river.",
-    "After a long discussion, they agreed to ask the engineers for a second estimate.",
-    "Meanwhile, the library will extend its opening hours during the winter months.",
-    "Volunteers are needed to help with the reading program for young children.",
-    "The weather service expects heavy snow in the northern valleys by Friday evening.",
-    "Drivers should carry chains and check the road reports before they leave.",
-    "The school board announced that classes will start one hour later next week.",
-    "Parents can find the new timetable on the notice board at the main entrance.",
-    "Finally, the town thanks everyone who took part in the spring cleaning day.",
+REAL = [
+    (
+        "two_cities_16k.wav",
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it "
+        "was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything "
+        "before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the "
+        "other way, in short, the period was so far like the present period, that some of its noisiest "
+        "authorities insisted on its being received, for good or for evil, in the superlative degree of "
+        "comparison only.",
+    ),
+    ("beckett_16k.wav", "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
+    ("goforward.wav", "go forward ten meters"),
+    ("something.wav", "go somewhere and do something"),
 ]
 
 
-def synth_speech(workdir: Path, repeats: int) -> tuple[Path, str]:
-    """About ``repeats`` x 50 s of speech: synthesized sentences and real recordings with pauses."""
-    parts: list[Path] = []
-    words: list[str] = []
-    for index, sentence in enumerate(SCRIPT):
-        voice = ("en-us", "en-gb", "en-us+f3")[index % 3]
-        parts.append(synth(sentence, workdir / f"s{index}.wav", voice=voice, speed=155))
-        words.append(sentence)
-    for name, text in (("goforward.wav", "go forward ten meters"), ("something.wav", "go somewhere and do something")):
-        parts.append(audio_file(name))
-        words.append(text)
+def real_speech(workdir: Path, repeats: int) -> tuple[Path, str]:
+    """About ``repeats`` x 62 s of real read English (the recordings with references) with pauses."""
+    parts = [audio_file(name) for name, _ in REAL]
+    words = [text for _, text in REAL]
     speech = join_wavs(parts * repeats, workdir / "speech.wav", pause_s=1.1)
     return speech, " ".join(words * repeats)
 
@@ -92,8 +89,8 @@ def _peak_rss_mb() -> float:
 
 def worker(kind: str, path: Path) -> dict[str, object]:
     """Run one measurement in this process (the parent reads our peak RSS)."""
-    if kind == "plain":
-        from faster_whisper import WhisperModel
+    if kind in ("plain", "batched"):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         model = WhisperModel(
             str(MODEL_DIR / "whisper-base"),
@@ -103,7 +100,10 @@ def worker(kind: str, path: Path) -> dict[str, object]:
             local_files_only=True,
         )
         start = time.perf_counter()
-        segments, info = model.transcribe(str(path), vad_filter=True, word_timestamps=True)
+        if kind == "plain":
+            segments, info = model.transcribe(str(path), vad_filter=True, word_timestamps=True)
+        else:
+            segments, info = BatchedInferencePipeline(model).transcribe(str(path), batch_size=8, word_timestamps=True)
         text = " ".join(s.text.strip() for s in segments)
         elapsed = time.perf_counter() - start
         duration = info.duration
@@ -114,9 +114,11 @@ def worker(kind: str, path: Path) -> dict[str, object]:
 
         recognizer = Recognizer(EngineConfig(model_dir=MODEL_DIR))
         recognizer.model("whisper-base")
+        recognizer.start()
         start = time.perf_counter()
         result = recognizer.transcribe_file(path, RecognitionOptions(), Catalog().resolve("fun-asr"))
         elapsed = time.perf_counter() - start
+        recognizer.stop()
         text = result.transcripts[0].text
         duration = result.transcripts[0].duration_ms / 1000
     return {
@@ -145,7 +147,7 @@ def wer(reference: str, hypothesis: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=4, help="copies of the ~50 s script (default 4)")
+    parser.add_argument("--repeats", type=int, default=5, help="copies of the ~62 s of real speech (default 5)")
     parser.add_argument("--long-minutes", type=int, default=60, help="long-file RSS check length (0 = skip)")
     args = parser.parse_args()
     if args.worker:
@@ -153,8 +155,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        speech, reference = synth_speech(workdir, args.repeats)
+        speech, reference = real_speech(workdir, args.repeats)
         plain = measure("plain", speech)
+        batched = measure("batched", speech)
         ours = measure("voxgate", speech)
         long_runs = []
         if args.long_minutes:
@@ -164,14 +167,18 @@ def main() -> None:
                     {"minutes": minutes, "peak_rss_mb": run["peak_rss_mb"], "x_real_time": run["x_real_time"]}
                 )
     ratio = float(ours["x_real_time"]) / float(plain["x_real_time"])  # type: ignore[arg-type]
+    batched_ratio = float(ours["x_real_time"]) / float(batched["x_real_time"])  # type: ignore[arg-type]
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "audio_s": ours["audio_s"],
         "plain_faster_whisper": {k: plain[k] for k in ("x_real_time", "peak_rss_mb", "elapsed_s")}
         | {"wer": wer(reference, str(plain["text"]))},
+        "batched_inference_pipeline": {k: batched[k] for k in ("x_real_time", "peak_rss_mb", "elapsed_s")}
+        | {"wer": wer(reference, str(batched["text"]))},
         "voxgate": {k: ours[k] for k in ("x_real_time", "peak_rss_mb", "elapsed_s")}
         | {"wer": wer(reference, str(ours["text"]))},
         "speedup": ratio,
+        "speedup_vs_batched": batched_ratio,
         "long_file": long_runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -179,17 +186,19 @@ def main() -> None:
     lines = [
         "## Batch file recognition (`bench/batch.py`)",
         "",
-        f"Whisper base int8, word timestamps on, {float(ours['audio_s']):.0f} s of speech, "
+        f"Whisper base int8, word timestamps on, {float(ours['audio_s']):.0f} s of real read English, "
         f"{os.cpu_count()} CPU cores, both measured in the same run.",
         "",
         "| engine | x real time | peak RSS | WER |",
         "|---|---|---|---|",
         f"| plain faster-whisper `transcribe(vad_filter=True)` | {plain['x_real_time']:.1f} | "
         f"{plain['peak_rss_mb']:.0f} MB | {result['plain_faster_whisper']['wer']:.1%} |",  # type: ignore[index]
+        f"| faster-whisper `BatchedInferencePipeline` (batch 8) | {batched['x_real_time']:.1f} | "
+        f"{batched['peak_rss_mb']:.0f} MB | {result['batched_inference_pipeline']['wer']:.1%} |",  # type: ignore[index]
         f"| voxgate engine | {ours['x_real_time']:.1f} | {ours['peak_rss_mb']:.0f} MB | "
         f"{result['voxgate']['wer']:.1%} |",  # type: ignore[index]
         "",
-        f"Speed-up: **{ratio:.2f}x**.",
+        f"voxgate vs `BatchedInferencePipeline`: **{batched_ratio:.2f}x**; vs plain `transcribe`: {ratio:.2f}x.",
     ]
     if long_runs:
         lines += ["", "| long file | peak RSS | x real time |", "|---|---|---|"]

@@ -43,6 +43,7 @@ ROUTER_MODULES = (
     "voxgate.api.dashscope.realtime_ws",
     "voxgate.api.openai.chat",
     "voxgate.api.openai.transcriptions",
+    "voxgate.api.openai.realtime",
     "voxgate.web.console",
 )
 
@@ -58,7 +59,10 @@ def build_services(settings: Settings) -> Services:
         model_dir=settings.model_dir,
         cpu_threads=settings.cpu_threads,
         num_workers=settings.decode_workers,
-        batch_size=settings.batch_size,
+        max_sessions=settings.realtime_max_sessions or None,
+        realtime_capacity=settings.realtime_capacity or None,
+        english_model=settings.english_model,
+        fast_finals=settings.realtime_fast_finals,
     )
     return Services(
         settings=settings,
@@ -106,6 +110,15 @@ async def opened(services: Services) -> AsyncIterator[None]:
         await asyncio.to_thread(store.close)
 
 
+@asynccontextmanager
+async def _decoding(services: Services) -> AsyncIterator[None]:
+    """The decode scheduler's workers run for the app's lifetime (stopped after the job executor)."""
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(services.recognizer.stop)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the application. Models load once, in the lifespan, before ``/health`` reports ready."""
     settings = settings or Settings()
@@ -115,9 +128,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("voxgate settings: %s", json.dumps(settings.describe(), default=str))
-        await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model])
+        await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model, settings.english_model])
         MODEL_LOADED.labels(settings.default_model).set(1)
-        async with opened(services):
+        services.recognizer.start()
+        async with opened(services), _decoding(services):
             for module in modules:
                 if hasattr(module, "on_startup"):
                     await module.on_startup(services)
