@@ -227,9 +227,7 @@ class Scheduler:
 
     def _final_wait_p95(self) -> float:
         now = time.perf_counter()
-        waits = sorted(
-            w for at, w, key in self._recent_final_waits if now - at < RECENT_WINDOW_S and key in self._open
-        )
+        waits = sorted(w for at, w, key in self._recent_final_waits if now - at < RECENT_WINDOW_S and key in self._open)
         if len(waits) < 4:
             return 0.0
         return waits[min(len(waits) - 1, int(0.95 * len(waits)))]
