@@ -110,6 +110,14 @@ def test_token_works_on_http_websocket_and_sdk_until_it_expires(
     assert wer(GO, text) <= 0.25, text
     # the session-protocol WebSocket
     assert json.loads(_realtime(server, token).recv())["type"] == "session.created"
+    # the OpenAI Realtime WebSocket, the token in the subprotocol browsers use
+    openai_ws = websocket.create_connection(
+        server.ws_url + "/v1/realtime?intent=transcription",
+        subprotocols=["realtime", f"openai-insecure-api-key.{token}"],
+        timeout=30,
+    )
+    assert json.loads(openai_ws.recv())["type"] in ("session.created", "transcription_session.created")
+    openai_ws.close()
     # the official SDK, with the token as its api_key
     monkeypatch.setattr(dashscope, "base_websocket_api_url", server.ws_url + "/api-ws/v1/inference")
     monkeypatch.setattr(dashscope, "api_key", token)
