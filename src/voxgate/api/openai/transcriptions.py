@@ -17,8 +17,9 @@ import logging
 import math
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -47,6 +48,7 @@ from voxgate.params import Flag, LanguageCode, NonEmptyStr, RequestModel, parse
 from voxgate.services import Services
 
 logger = logging.getLogger("voxgate.api.transcriptions")
+F = TypeVar("F", bound=RequestModel)
 router = APIRouter()
 
 PREFIXES = ("/v1", "/compatible-mode/v1")
@@ -204,21 +206,27 @@ async def _stream(
 
 
 # -- routes ---------------------------------------------------------------------------------------
-async def transcriptions(request: Request) -> Response:
-    services: Services = request.app.state.services
-    settings = services.settings
+@asynccontextmanager
+async def _read_form(request: Request, model: type[F], prefix: str) -> AsyncIterator[F]:
+    """The multipart form as ``model``; the uploaded file is removed when the block ends."""
+    settings = request.app.state.services.settings
     form = await read_multipart(
-        request, destination=temp_destination(settings, prefix="transcribe-"), max_file_bytes=settings.sync_max_bytes
+        request, destination=temp_destination(settings, prefix=prefix), max_file_bytes=settings.sync_max_bytes
     )
     try:
-        fields = parse(TranscriptionForm, _form_fields(form))
+        yield parse(model, _form_fields(form))
+    finally:
+        if form.file_path is not None:
+            form.file_path.unlink(missing_ok=True)
+
+
+async def transcriptions(request: Request) -> Response:
+    services: Services = request.app.state.services
+    async with _read_form(request, TranscriptionForm, "transcribe-") as fields:
         profile = resolve_model(services, fields.model)
         options = RecognitionOptions(language=fields.language, context=fields.context)
         sync_gate(services).check()
         audio = await _decode(fields.file, services)
-    finally:
-        if form.file_path is not None:
-            form.file_path.unlink(missing_ok=True)
     if fields.stream:
         return StreamingResponse(
             _stream(services, audio, options, profile), media_type="text/event-stream", headers=SSE_HEADERS
@@ -230,12 +238,7 @@ async def transcriptions(request: Request) -> Response:
 async def translations(request: Request) -> Response:
     """English text of speech in any language (Whisper's translate task)."""
     services: Services = request.app.state.services
-    settings = services.settings
-    form = await read_multipart(
-        request, destination=temp_destination(settings, prefix="translate-"), max_file_bytes=settings.sync_max_bytes
-    )
-    try:
-        fields = parse(TranslationForm, _form_fields(form))
+    async with _read_form(request, TranslationForm, "translate-") as fields:
         profile = resolve_model(services, fields.model)
         bundled = BUNDLED.get(profile.model)
         if bundled is not None and not bundled.multilingual:
@@ -245,9 +248,6 @@ async def translations(request: Request) -> Response:
         options = RecognitionOptions(context=fields.context, task="translate")
         sync_gate(services).check()
         audio = await _decode(fields.file, services)
-    finally:
-        if form.file_path is not None:
-            form.file_path.unlink(missing_ok=True)
     spoken = await recognize_samples(services, audio, options, profile)
     result = ClipResult(sentences=spoken.sentences, language="en", duration_ms=spoken.duration_ms)
     return render(result, fields.response_format, {"segment"}, task="translate")
