@@ -21,9 +21,10 @@ from voxgate.api.middleware import RequestContextMiddleware
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.recognizer import EngineConfig, Recognizer
+from voxgate.engine.scheduler import WorkClass
 from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.store import JobStore
-from voxgate.metrics import MODEL_LOADED
+from voxgate.metrics import MODEL_LOADED, QUEUE_WAIT
 from voxgate.services import Services
 from voxgate.uploads import UploadSigner, sweep_uploads
 from voxgate.web.browser_auth import BrowserKeyMiddleware
@@ -110,6 +111,10 @@ async def opened(services: Services) -> AsyncIterator[None]:
         await asyncio.to_thread(store.close)
 
 
+def _observe_queue_wait(work: WorkClass, waited_s: float) -> None:
+    QUEUE_WAIT.labels(work.label).observe(waited_s)
+
+
 @asynccontextmanager
 async def _decoding(services: Services) -> AsyncIterator[None]:
     """The decode scheduler's workers run for the app's lifetime (stopped after the job executor)."""
@@ -128,8 +133,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("voxgate settings: %s", json.dumps(settings.describe(), default=str))
-        await asyncio.to_thread(services.recognizer.warm_up, [settings.default_model, settings.english_model])
-        MODEL_LOADED.labels(settings.default_model).set(1)
+        warmed = [settings.default_model, settings.english_model]
+        await asyncio.to_thread(services.recognizer.warm_up, warmed)
+        for name in warmed:
+            MODEL_LOADED.labels(name).set(1)
+        services.recognizer.scheduler.observer = _observe_queue_wait
         services.recognizer.start()
         async with opened(services), _decoding(services):
             for module in modules:

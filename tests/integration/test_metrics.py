@@ -35,6 +35,7 @@ def test_metrics_move_with_real_traffic(server: RunningServer) -> None:
     assert httpx.get(server.url + "/metrics", timeout=10).status_code == 401
     before = scrape(server)
     assert value(before, "voxgate_model_loaded", model="whisper-base") == 1.0
+    assert value(before, "voxgate_model_loaded", model="whisper-tiny.en") == 1.0
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY)
     with audio_file("goforward.wav").open("rb") as audio:
@@ -127,3 +128,8 @@ def test_streamed_session_moves_session_and_lag_series(server: RunningServer) ->
     assert value(after, "voxgate_realtime_sessions_open", protocol="run-task") == 0
     lag = "voxgate_realtime_final_lag_seconds_count"
     assert value(after, lag, protocol="run-task") > value(before, lag, protocol="run-task")
+    wait = "voxgate_decode_queue_wait_seconds_count"
+    assert value(after, wait, work_class="final") > value(before, wait, work_class="final")  # via the scheduler
+    assert ("voxgate_decode_queue_depth", frozenset({("work_class", "final")})) in after
+    decodes = "voxgate_realtime_final_decodes_total"
+    assert sum(value(after, decodes, path=p) - value(before, decodes, path=p) for p in ("fast", "retried", "full")) >= 1

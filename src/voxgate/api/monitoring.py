@@ -32,4 +32,6 @@ async def scrape(request: Request) -> Response:
     waiting = await asyncio.to_thread(_count_waiting_jobs, services)
     if waiting is not None:
         metrics.JOB_QUEUE_DEPTH.set(waiting)
+    for work_class, counters in services.recognizer.scheduler.snapshot().items():
+        metrics.QUEUE_DEPTH.labels(work_class).set(counters["depth"])
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
