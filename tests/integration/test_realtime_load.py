@@ -67,6 +67,7 @@ class LiveClient:
         self.task_id = uuid.uuid4().hex
         self.pcm = pcm
         self.finals: list[str] = []
+        self.events: list[dict[str, Any]] = []
         self.failure: dict[str, Any] | None = None
         self.ws.send(run_task(self.task_id, **parameters))
         self.started = json.loads(self.ws.recv())["header"]
@@ -86,6 +87,7 @@ class LiveClient:
     def _read(self) -> None:
         while True:
             event = json.loads(self.ws.recv())
+            self.events.append(event)
             header = event["header"]
             if header["event"] == "result-generated":
                 sentence = event["payload"]["output"]["sentence"]
@@ -185,3 +187,35 @@ def test_continue_task_context_reaches_full_window_finals(full_window_server: Ru
     found_plain = [t for t in terms if t in plain.text.lower()]
     found_informed = [t for t in terms if t in informed.text.lower()]
     assert len(found_informed) > len(found_plain), (plain.text, informed.text)
+
+
+GERMAN = "Guten Morgen. Ich trinke jeden Tag eine Tasse Kaffee mit Milch."  # synthetic speech (espeak-ng, de)
+
+
+def test_run_task_translation_gives_english_beside_the_transcription(server: RunningServer, tmp_path: Path) -> None:
+    audio = synth(GERMAN, tmp_path / "german_espeak.wav", voice="de", speed=120)
+    pcm = bytes(16000) + pcm_of(audio) + bytes(32000)
+    client = LiveClient(server, pcm, translation_enabled=True, translation_target_languages=["en"])
+    assert client.started["event"] == "task-started"
+    client.stream()
+    translations = []
+    for event in client.events:
+        for item in (event["payload"].get("output") or {}).get("translations", []):
+            assert item["lang"] == "en" and item["sentence_end"] is True
+            translations.append(item["text"])
+    assert client.failure is None
+    english = set(normalize_words(" ".join(translations)))
+    german = set(normalize_words(client.text))
+    assert len(english & {"good", "morning", "drink", "every", "day", "cup", "coffee", "milk"}) >= 3, translations
+    assert len(german & {"guten", "morgen", "trinke", "jeden", "tag", "tasse", "kaffee", "milch"}) >= 3, client.text
+
+
+def normalize_words(text: str) -> list[str]:
+    return [w.strip(".,!?;:").lower() for w in text.split()]
+
+
+def test_translation_to_other_languages_is_refused_clearly(server: RunningServer) -> None:
+    client = LiveClient(server, b"", translation_enabled=True, translation_target_languages=["fr"])
+    assert client.started["event"] == "task-failed" and client.started["error_code"] == "InvalidParameter"
+    assert "translation_target_languages" in client.started["error_message"]
+    client.ws.close()

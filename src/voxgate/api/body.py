@@ -55,6 +55,13 @@ async def read_request(request: Request, model: type[M], max_bytes: int) -> M:
 # -- OpenAPI --------------------------------------------------------------------------------------
 _SCHEMA_MODELS: dict[str, type[BaseModel]] = {}
 _REF = "#/components/schemas/{model}"
+SM = TypeVar("SM", bound=BaseModel)
+
+
+def websocket_message(model: type[SM]) -> type[SM]:
+    """Class decorator: a WebSocket message model, listed in the OpenAPI components like the bodies."""
+    _SCHEMA_MODELS[model.__name__] = model
+    return model
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -239,6 +239,18 @@ class PartialDecoder:
             return None
         return words, language
 
+    def translate(self, encoded: ctranslate2.StorageView, language: str, samples: int) -> str | None:
+        """English text of the encoded speech (Whisper's translate task, greedy, loops cut); None if empty."""
+        if not self.multilingual:
+            return None
+        tokenizer = Tokenizer(self.model.hf_tokenizer, True, task="translate", language=language)
+        cap = int(samples / SAMPLE_RATE * FINAL_TOKENS_PER_SECOND) + MIN_TOKENS
+        result = greedy(self.model, encoded, start_tokens(tokenizer, None), cap)
+        words = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).split()
+        cuts = [c for c in (repeated_span([_norm(w) for w in words]), repeated_phrase(words)) if c is not None]
+        text = " ".join(words[: min(cuts)] if cuts else words)
+        return text or None
+
     def _detect(self, encoded: ctranslate2.StorageView, hints: list[str] | None, samples: int) -> str | None:
         """The language of an interim, or None while it is uncertain (short or ambiguous speech)."""
         allowed = [to_whisper_code(h) for h in (hints or []) if h]
@@ -354,7 +366,7 @@ class WhisperStreamEngine:
                     self.profile.beam_size,
                 )
                 sentences = postprocess.apply(sentences, self.options, language)
-                return self._remember(self._label(sentences, audio)), language
+                return self._translated(self._remember(self._label(sentences, audio)), audio, language), language
         self.stats["full_finals"] += 1
         log.debug("final of %.1f s on the full window (short-window guards did not pass)", audio.shape[0] / SAMPLE_RATE)
         sentences, language = self.recognizer.transcribe_clip(
@@ -365,7 +377,19 @@ class WhisperStreamEngine:
             language=language,
             work=WorkClass.FINAL,
         )
-        return self._remember(self._label(sentences, audio)), language
+        return self._translated(self._remember(self._label(sentences, audio)), audio, language), language
+
+    def _translated(self, sentences: list[Sentence], audio: np.ndarray, language: str | None) -> list[Sentence]:
+        """With ``translate_finals``, the utterance's English translation on its last sentence (English speech
+        is its own translation)."""
+        if not self.options.translate_finals or not sentences:
+            return sentences
+        if language in (None, "en"):
+            text: str | None = " ".join(s.text for s in sentences)
+        else:
+            text = self._final_decoder.translate(self._final_decoder.encode(audio), language, audio.shape[0])
+        sentences[-1].translation = text
+        return sentences
 
     def _short_window_final(
         self, audio: np.ndarray, language: str | None, speech_end_s: float | None

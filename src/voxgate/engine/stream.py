@@ -189,6 +189,7 @@ def merge_sentences(sentences: list[Sentence], language: str | None) -> Sentence
     text = sentence_text(words, language) if words else join_sentences([s.text for s in sentences], language)
     if not text.strip():
         return None
+    translations = [s.translation for s in sentences if s.translation]
     return Sentence(
         begin_time=sentences[0].begin_time,
         end_time=sentences[-1].end_time,
@@ -196,6 +197,7 @@ def merge_sentences(sentences: list[Sentence], language: str | None) -> Sentence
         words=words,
         language=language,
         speaker_id=sentences[0].speaker_id,
+        translation=" ".join(translations) if translations else None,
     )
 
 

@@ -35,6 +35,7 @@ class Sentence:
     words: list[Word] = field(default_factory=list)
     language: str | None = None
     speaker_id: int | None = None
+    translation: str | None = None  # English translation, when a real-time session asks for one
 
 
 @dataclass(slots=True)
@@ -81,11 +82,9 @@ class RecognitionOptions:
     language_hints: list[str] = field(default_factory=list)
     hotwords: list[Hotword] = field(default_factory=list)
     context: str | None = None
-    word_timestamps: bool = True
     channels: list[int] = field(default_factory=lambda: [0])
     itn: bool = False
     disfluency_removal: bool = False
-    punctuation: bool = True
     special_word_filter: list[str] | None = None
     diarization: bool = False
     speaker_count: int | None = None
@@ -93,6 +92,8 @@ class RecognitionOptions:
     simplified_chinese: bool = True
     task: Literal["transcribe", "translate"] = "transcribe"
     """``translate``: Whisper's translate task, English text of speech in any language."""
+    translate_finals: bool = False
+    """Real-time streams: each final also carries its English translation (``Sentence.translation``)."""
 
     def text_language(self, spoken: str | None) -> str | None:
         """The language of the produced text: English when translating, else the spoken language."""

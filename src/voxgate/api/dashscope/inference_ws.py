@@ -16,7 +16,9 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from pydantic import Field, field_validator
 
+from voxgate.api.body import websocket_message
 from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
@@ -24,6 +26,7 @@ from voxgate.engine.stream import Final, Interim, StreamEvent
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
 from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
+from voxgate.params import AudioFormat, Flag, LanguageHints, RequestModel, SampleRate, language_code, parse
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.inference_ws")
@@ -61,14 +64,6 @@ def _failed(task_id: str, code: str, message: str) -> dict[str, Any]:
         },
         "payload": {},
     }
-
-
-def _bool(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 def context_text(payload_input: Any) -> str | None:
@@ -182,11 +177,27 @@ class RunTask:
                     self.task_id,
                     "result-generated",
                     {
-                        "output": {"sentence": self.final_sentence(event.sentence, event.utterance)},
+                        "output": self.final_output(event.sentence, event.utterance),
                         "usage": {"duration": max(1, math.ceil(self.samples / 16000))},
                     },
                 )
             )
+
+    def final_output(self, sentence: Sentence, utterance: int) -> dict[str, Any]:
+        """``output`` of a final: the sentence, and its English translation when translation is enabled."""
+        output: dict[str, Any] = {"sentence": self.final_sentence(sentence, utterance)}
+        if sentence.translation is not None:
+            output["translations"] = [
+                {
+                    "sentence_id": self.sentence_id(utterance),
+                    "lang": "en",
+                    "begin_time": int(sentence.begin_time),
+                    "end_time": int(sentence.end_time),
+                    "text": sentence.translation,
+                    "sentence_end": True,
+                }
+            ]
+        return output
 
     def final_sentence(self, sentence: Sentence, utterance: int) -> dict[str, Any]:
         out = {
@@ -211,41 +222,48 @@ class RunTask:
         return out
 
 
-def _options(services: Services, params: dict[str, Any], payload_input: Any) -> RecognitionOptions:
-    hints = params.get("language_hints")
-    if hints is not None and not (isinstance(hints, list) and all(isinstance(h, str) for h in hints)):
-        raise InvalidParameter("language_hints must be an array of language codes", param="language_hints")
-    hints = [h.strip().lower() for h in (hints or []) if h.strip()]
-    silence = params.get("max_sentence_silence", DEFAULT_SILENCE_MS)
-    try:
-        silence = int(silence)
-    except (TypeError, ValueError):
-        raise InvalidParameter("max_sentence_silence must be an integer (ms)", param="max_sentence_silence") from None
-    if not SILENCE_RANGE[0] <= silence <= SILENCE_RANGE[1]:
-        raise InvalidParameter(
-            f"max_sentence_silence must be between {SILENCE_RANGE[0]} and {SILENCE_RANGE[1]} ms (got {silence})",
-            param="max_sentence_silence",
-        )
-    vocabulary_id = params.get("vocabulary_id")
+@websocket_message
+class RunTaskParameters(RequestModel):
+    """``payload.parameters`` of ``run-task`` (unknown fields ignored, null is absent)."""
+
+    format: AudioFormat = "pcm"
+    sample_rate: SampleRate = 16000
+    language_hints: LanguageHints = Field(default_factory=list)
+    max_sentence_silence: int = Field(DEFAULT_SILENCE_MS, ge=SILENCE_RANGE[0], le=SILENCE_RANGE[1])
+    vocabulary_id: str | None = None
+    inverse_text_normalization_enabled: Flag = False
+    disfluency_removal_enabled: Flag = False
+    punctuation_prediction_enabled: Flag = True  # accepted; punctuation always comes from the decoder
+    diarization_enabled: Flag = False
+    speaker_count: int | None = Field(None, ge=1, le=100, strict=True)
+    heartbeat: Flag = False
+    multi_threshold_mode_enabled: Flag = False
+    translation_enabled: Flag = False
+    translation_target_languages: list[str] = Field(default_factory=lambda: ["en"])
+
+    @field_validator("translation_target_languages")
+    @classmethod
+    def _english_only(cls, value: list[str]) -> list[str]:
+        if any(language_code(v) != "en" for v in value):
+            raise ValueError("only English ['en'] is available as a translation target")
+        return value
+
+
+def _options(services: Services, params: RunTaskParameters, payload_input: Any) -> RecognitionOptions:
+    """The engine's options for a run-task (blocking: resolves the vocabulary in the store)."""
+    hints = params.language_hints
     return RecognitionOptions(
         language=hints[0] if hints else None,
         language_hints=hints,
-        hotwords=services.hotwords_for(vocabulary_id if isinstance(vocabulary_id, str) else None),
+        hotwords=services.hotwords_for(params.vocabulary_id),
         context=context_text(payload_input),
-        itn=_bool(params.get("inverse_text_normalization_enabled"), False),
-        disfluency_removal=_bool(params.get("disfluency_removal_enabled"), False),
-        max_sentence_silence_ms=silence,
-        diarization=_bool(params.get("diarization_enabled"), False),
-        speaker_count=_speaker_count(params.get("speaker_count")),
+        itn=params.inverse_text_normalization_enabled,
+        disfluency_removal=params.disfluency_removal_enabled,
+        max_sentence_silence_ms=params.max_sentence_silence,
+        diarization=params.diarization_enabled,
+        speaker_count=params.speaker_count,
+        translate_finals=params.translation_enabled,
     )
-
-
-def _speaker_count(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-        raise InvalidParameter("speaker_count must be an integer from 1 to 100", param="speaker_count")
-    return value
 
 
 class Connection:
@@ -339,27 +357,22 @@ class Connection:
             raise TaskFailed("InvalidParameter", "a task is already running on this connection; send finish-task first")
         self.last_task_id = task_id
         services = self.services
-        params: dict[str, Any] = payload["parameters"] if isinstance(payload.get("parameters"), dict) else {}
         kind = payload.get("task")
         if kind not in (None, "", "asr"):
             raise InvalidParameter(f"task '{kind}' is not served here: only speech recognition ('asr')", param="task")
+        params = parse(RunTaskParameters, payload.get("parameters"), prefix="parameters")
         profile = services.catalog.resolve(payload.get("model"), mode="realtime")
-        fmt = params.get("format", "pcm")
-        rate_value = params.get("sample_rate", 16000)
-        try:
-            rate = int(rate_value)
-        except (TypeError, ValueError):
-            raise InvalidParameter("sample_rate must be an integer", param="sample_rate") from None
+        fmt, rate = params.format or "pcm", params.sample_rate or 16000
         if profile.sample_rates is not None and rate not in profile.sample_rates:
             allowed = ", ".join(str(r) for r in profile.sample_rates)
             raise InvalidParameter(
                 f"model {profile.name} accepts sample_rate {allowed} (got {rate})", param="sample_rate"
             )
-        decoder = make_decoder(str(fmt), rate)
+        decoder = make_decoder(fmt, rate)
         options = await asyncio.to_thread(_options, services, params, payload.get("input"))
-        multi = _bool(params.get("multi_threshold_mode_enabled"), False)
         endpointing = Endpointing(
-            silence_ms=options.max_sentence_silence_ms, max_sentence_ms=10_000 if multi else 15_000
+            silence_ms=params.max_sentence_silence,
+            max_sentence_ms=10_000 if params.multi_threshold_mode_enabled else 15_000,
         )
         try:
             stream = await open_stream(services.recognizer, profile, options, endpointing)
@@ -369,7 +382,7 @@ class Connection:
         task = RunTask(task_id, self.outbox, decoder)
         task.start(stream)
         self.task = task
-        self.heartbeat = _bool(params.get("heartbeat"), False)
+        self.heartbeat = params.heartbeat
         self.silent_since = asyncio.get_running_loop().time()
         self.outbox.put(_event(task_id, "task-started", {}))
 
