@@ -193,6 +193,44 @@ def real_mixes() -> list[SpeechMix]:
     ]
 
 
+# -- recording conditions ------------------------------------------------------------------------------
+def with_noise(audio: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White noise at ``snr_db`` below the speech (samples above -40 dBFS) power."""
+    rng = np.random.default_rng(seed)
+    loud = audio[np.abs(audio) > 0.01]
+    power = float(np.mean(np.square(loud, dtype=np.float64))) if loud.size else 1e-4
+    noise = np.sqrt(power / 10 ** (snr_db / 10)) * rng.standard_normal(audio.size)
+    return np.asarray(audio + noise, dtype=np.float32)
+
+
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """Only 300-3400 Hz kept (an ideal band-pass, as a narrowband phone line)."""
+    spectrum = np.fft.rfft(audio)
+    hz = np.fft.rfftfreq(audio.size, 1 / SR)
+    spectrum[(hz < 300) | (hz > 3400)] = 0
+    return np.asarray(np.fft.irfft(spectrum, audio.size), dtype=np.float32)
+
+
+def with_reverb(audio: np.ndarray, rt60_s: float = 0.4, seed: int = 0) -> np.ndarray:
+    """Convolved with an exponentially decaying noise impulse response (a plain room), same peak level."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rt60_s * SR)) / SR
+    response = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60_s)
+    response[0] = 1.0
+    response /= np.sqrt(np.sum(response**2))
+    n = audio.size + response.size
+    wet = np.fft.irfft(np.fft.rfft(audio, n) * np.fft.rfft(response, n), n)[: audio.size]
+    return np.asarray(wet / np.max(np.abs(wet)) * np.max(np.abs(audio)), dtype=np.float32)
+
+
+CONDITIONS = {
+    "noise, SNR 20 dB": lambda audio: with_noise(audio, 20),
+    "noise, SNR 10 dB": lambda audio: with_noise(audio, 10),
+    "telephone band": telephone_band,
+    "reverberation 0.4 s": with_reverb,
+}
+
+
 # -- scoring -------------------------------------------------------------------------------------------
 def reference_speech(audio: np.ndarray, turns: list[tuple[int, int, int]]) -> np.ndarray:
     """Speaker per 10 ms frame (-1: no speech): frames of a turn at most 30 dB below the turn's loudest
