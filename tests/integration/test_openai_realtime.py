@@ -148,9 +148,10 @@ def test_openai_sdk_transcribes_real_speech_in_the_ga_shape(server: RunningServe
     for event in events.of("conversation.item.input_audio_transcription.delta"):
         deltas[event["item_id"]] = deltas.get(event["item_id"], "") + event["delta"]
     assert len(deltas) >= len(completed) // 2, "too few items got deltas"
-    for item, text in deltas.items():  # append-only deltas agree with the final transcript of their item
+    for item, text in deltas.items():  # the confirmed words agree with the start of their item's final
         final = next(e["transcript"] for e in completed if e["item_id"] == item)
-        assert wer(final, text) <= 0.5 or len(text.split()) <= 2, (text, final)
+        prefix = " ".join(final.split()[: len(text.split())])
+        assert wer(prefix, text) <= 0.4 or len(text.split()) <= 2, (text, final)
     ours = wer(TWO_CITIES, transcript)
     assert ours <= 0.08, transcript
     assert ours <= run_task_wer(server, pcm, TWO_CITIES) + 0.02

@@ -18,18 +18,21 @@ import contextlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket
+from pydantic import BeforeValidator, Field
 
+from voxgate.api.body import websocket_message
 from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
 from voxgate.engine.types import RecognitionOptions
-from voxgate.errors import AudioError, Throttling, VoxgateError
+from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
 from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
+from voxgate.params import LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.realtime_ws")
@@ -37,8 +40,6 @@ router = APIRouter()
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 MAX_APPEND_AUDIO = 15 * 1024 * 1024
-FORMATS = ("pcm", "pcm16", "opus")
-RATES = (8000, 16000)
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_SILENCE_MS = 800
 MANUAL_MAX_MS = 60_000
@@ -54,6 +55,39 @@ def _id(prefix: str) -> str:
 def vad_threshold(threshold: float) -> float:
     """Map the service's threshold (-1..1, default 0.2) onto a Silero speech probability."""
     return min(0.9, max(0.1, 0.4 + 0.5 * threshold))
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class TurnDetection(RequestModel):
+    """``session.turn_detection``: server VAD (null in the update means manual turns)."""
+
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1, le=1)
+    silence_duration_ms: int = Field(DEFAULT_SILENCE_MS, ge=200, le=6000, strict=True)
+
+
+class Corpus(RequestModel):
+    text: str | None = None
+
+
+class Transcription(RequestModel):
+    """``session.input_audio_transcription``: language (null: detect) and context text."""
+
+    language: LanguageCode = None
+    corpus: Corpus | None = None
+
+
+@websocket_message
+class SessionUpdate(RequestModel):
+    """``session`` of a ``session.update`` event."""
+
+    input_audio_format: Annotated[Literal["pcm", "pcm16", "opus"] | None, BeforeValidator(_lower)] = None
+    sample_rate: Literal[8000, 16000] | None = None
+    input_audio_transcription: Transcription | None = None
+    turn_detection: TurnDetection | None = None
 
 
 class InvalidRequest(Exception):
@@ -289,75 +323,36 @@ class Session:
     async def on_update(self, session: Any) -> None:
         if not isinstance(session, dict):
             raise InvalidRequest("invalid_value", "session must be an object", "session")
-        fmt = session.get("input_audio_format", self.format)
-        rate = session.get("sample_rate", self.sample_rate)
-        transcription = session.get("input_audio_transcription")
-        turn = (
-            session.get("turn_detection", self.turn_detection) if "turn_detection" in session else self.turn_detection
-        )
-        if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
-            raise InvalidRequest(
-                "invalid_value", f"input_audio_format must be one of {', '.join(FORMATS)}", "session.input_audio_format"
-            )
         try:
-            rate = int(rate)
-        except (TypeError, ValueError):
-            rate = -1
-        if rate not in RATES:
-            raise InvalidRequest("invalid_value", "sample_rate must be 8000 or 16000", "session.sample_rate")
+            update = parse(SessionUpdate, session, prefix="session")
+        except InvalidParameter as exc:
+            raise InvalidRequest("invalid_value", exc.message, exc.param) from None
+        fmt = update.input_audio_format or self.format
+        rate = update.sample_rate or self.sample_rate
+        turn = self.turn_detection
+        if "turn_detection" in session:  # null: manual turns
+            detection = update.turn_detection
+            turn = None if detection is None else detection.model_dump()
         language, context = self.language, self.context
-        if isinstance(transcription, dict):
-            if "language" in transcription:
-                value = transcription["language"]
-                if value is not None and not isinstance(value, str):
-                    raise InvalidRequest(
-                        "invalid_value", "language must be a string", "session.input_audio_transcription.language"
-                    )
-                language = value.strip().lower() or None if isinstance(value, str) else None
-            corpus = transcription.get("corpus")
-            if isinstance(corpus, dict) and isinstance(corpus.get("text"), str):
-                context = corpus["text"].strip() or None
-        turn = self._turn_detection(turn)
-        changes_stream = (fmt.lower(), rate, turn is None) != (
-            self.format,
-            self.sample_rate,
-            self.turn_detection is None,
-        )
+        transcription = update.input_audio_transcription
+        raw_transcription = session.get("input_audio_transcription")
+        if transcription is not None and isinstance(raw_transcription, dict):
+            if "language" in raw_transcription:
+                language = transcription.language
+            if transcription.corpus is not None and transcription.corpus.text is not None:
+                context = transcription.corpus.text.strip() or None
+        changes_stream = (fmt, rate, turn is None) != (self.format, self.sample_rate, self.turn_detection is None)
         if self.audio_started and changes_stream:
             raise InvalidRequest(
                 "invalid_value",
                 "input_audio_format, sample_rate and turn_detection cannot change after audio has been sent",
                 "session",
             )
-        self.format, self.sample_rate, self.turn_detection = fmt.lower(), rate, turn
+        self.format, self.sample_rate, self.turn_detection = fmt, rate, turn
         self.language, self.context = language, context
         if self.stream is not None:
             self.stream.update_context(context)
         self.send("session.updated", session=self.session_object())
-
-    def _turn_detection(self, turn: Any) -> dict[str, Any] | None:
-        if turn is None:
-            return None
-        if not isinstance(turn, dict):
-            raise InvalidRequest("invalid_value", "turn_detection must be an object or null", "session.turn_detection")
-        kind = turn.get("type", "server_vad")
-        if kind != "server_vad":
-            raise InvalidRequest(
-                "invalid_value", "turn_detection.type must be 'server_vad'", "session.turn_detection.type"
-            )
-        threshold = turn.get("threshold", DEFAULT_THRESHOLD)
-        silence = turn.get("silence_duration_ms", DEFAULT_SILENCE_MS)
-        if not isinstance(threshold, (int, float)) or not -1 <= float(threshold) <= 1:
-            raise InvalidRequest(
-                "invalid_value", "turn_detection.threshold must be between -1 and 1", "session.turn_detection.threshold"
-            )
-        if not isinstance(silence, int) or not 200 <= silence <= 6000:
-            raise InvalidRequest(
-                "invalid_value",
-                "turn_detection.silence_duration_ms must be an integer between 200 and 6000",
-                "session.turn_detection.silence_duration_ms",
-            )
-        return {"type": "server_vad", "threshold": float(threshold), "silence_duration_ms": silence}
 
     async def _ensure_stream(self) -> LiveStream:
         if self.stream is not None:

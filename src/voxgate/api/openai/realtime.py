@@ -25,31 +25,34 @@ import json
 import logging
 import math
 import uuid
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
+from voxgate.api.body import websocket_message
 from voxgate.api.dashscope.ws_support import Outbox, record_stream_stats
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
 from voxgate.engine.types import RecognitionOptions
-from voxgate.errors import AudioError, InvalidApiKey, Throttling, VoxgateError
+from voxgate.errors import AudioError, InvalidApiKey, InvalidParameter, Throttling, VoxgateError
 from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
+from voxgate.params import LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.openai_realtime")
+M = TypeVar("M", bound=BaseModel)
 router = APIRouter()
 
 PROTOCOL = "openai-realtime"  # metrics label
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 MAX_APPEND_BYTES = 15 * 1024 * 1024
-DEFAULT_RATE = 24_000
-RATES = (8000, 16000, 24000, 48000)
+DEFAULT_RATE: Literal[24000] = 24000
 DEFAULT_TURN: dict[str, Any] = {
     "type": "server_vad",
     "threshold": 0.5,
@@ -63,6 +66,64 @@ DEFAULT_MODEL = "gpt-4o-transcribe"
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:22]}"
+
+
+class TranscriptionSettings(RequestModel):
+    model: str | None = None
+    language: LanguageCode = None
+    prompt: str | None = None
+
+
+class TurnDetection(RequestModel):
+    """Server VAD; ``semantic_vad`` is served as server VAD. Null in an update means manual turns."""
+
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float = Field(DEFAULT_TURN["threshold"], ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(DEFAULT_TURN["prefix_padding_ms"], ge=0, le=5000)
+    silence_duration_ms: int = Field(
+        DEFAULT_TURN["silence_duration_ms"], ge=SILENCE_RANGE[0], le=SILENCE_RANGE[1], strict=True
+    )
+
+
+@websocket_message
+class BetaSessionUpdate(RequestModel):
+    """``session`` of a beta ``transcription_session.update``."""
+
+    input_audio_format: Literal["pcm16"] = "pcm16"
+    input_audio_transcription: TranscriptionSettings | None = None
+    turn_detection: TurnDetection | None = None
+
+
+class AudioFormat(RequestModel):
+    type: Literal["audio/pcm"] = "audio/pcm"
+    rate: Literal[8000, 16000, 24000, 48000] = DEFAULT_RATE
+
+
+class AudioInput(RequestModel):
+    format: AudioFormat | None = None
+    transcription: TranscriptionSettings | None = None
+    turn_detection: TurnDetection | None = None
+
+
+class AudioSettings(RequestModel):
+    input: AudioInput | None = None
+
+
+@websocket_message
+class SessionUpdate(RequestModel):
+    """``session`` of a GA ``session.update`` (transcription sessions only)."""
+
+    type: Literal["transcription"] = "transcription"
+    audio: AudioSettings | None = None
+
+
+def _parse(model: type[M], session: Any) -> M:
+    if not isinstance(session, dict):
+        raise ClientError("session must be an object", "session")
+    try:
+        return parse(model, session, prefix="session")
+    except InvalidParameter as exc:
+        raise ClientError(exc.message, exc.param) from None
 
 
 class ClientError(Exception):
@@ -96,7 +157,7 @@ class TranscriptionSession:
         self.outbox = Outbox(websocket)
         self.id = _id("sess")
         self.beta = beta
-        self.rate = DEFAULT_RATE
+        self.rate: int = DEFAULT_RATE
         self.model = DEFAULT_MODEL
         self.language: str | None = None
         self.prompt: str | None = None
@@ -277,83 +338,39 @@ class TranscriptionSession:
 
     # -- session updates --------------------------------------------------------------------------------
     def update_beta(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise ClientError("session must be an object", "session")
-        fmt = session.get("input_audio_format", "pcm16")
-        if fmt != "pcm16":
-            raise ClientError("input_audio_format must be 'pcm16'", "session.input_audio_format")
-        self._apply(
-            session.get("input_audio_transcription"),
-            session.get("turn_detection", self.turn) if "turn_detection" in session else self.turn,
-            "session",
-            rate=DEFAULT_RATE,
-        )
+        update = _parse(BetaSessionUpdate, session)
+        assert isinstance(session, dict)
+        self._apply(update.input_audio_transcription, session, update.turn_detection, DEFAULT_RATE)
         if "input_audio_noise_reduction" in session:
             self.noise_reduction = session["input_audio_noise_reduction"]
         self.send("transcription_session.updated", session=self.session_object())
 
     def update_ga(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise ClientError("session must be an object", "session")
-        if session.get("type", "transcription") != "transcription":
-            raise ClientError("only transcription sessions are served here: session.type must be 'transcription'")
-        audio: dict[str, Any] = session["audio"] if isinstance(session.get("audio"), dict) else {}
-        source: dict[str, Any] = audio["input"] if isinstance(audio.get("input"), dict) else {}
-        rate = self.rate
-        fmt = source.get("format")
-        if isinstance(fmt, dict):
-            if fmt.get("type", "audio/pcm") != "audio/pcm":
-                raise ClientError("audio.input.format.type must be 'audio/pcm'", "session.audio.input.format.type")
-            rate = fmt.get("rate", DEFAULT_RATE)
-            if rate not in RATES:
-                rates = ", ".join(str(r) for r in RATES)
-                raise ClientError(f"audio.input.format.rate must be one of {rates}", "session.audio.input.format.rate")
-        turn = source.get("turn_detection", self.turn) if "turn_detection" in source else self.turn
-        self._apply(source.get("transcription"), turn, "session.audio.input", rate=rate)
-        if "noise_reduction" in source:
-            self.noise_reduction = source["noise_reduction"]
+        update = _parse(SessionUpdate, session)
+        audio = update.audio.input if update.audio is not None and update.audio.input is not None else AudioInput()
+        raw = session.get("audio", {}).get("input", {}) if isinstance(session, dict) else {}
+        rate = audio.format.rate if audio.format is not None else self.rate
+        self._apply(audio.transcription, raw if isinstance(raw, dict) else {}, audio.turn_detection, rate)
+        if isinstance(raw, dict) and "noise_reduction" in raw:
+            self.noise_reduction = raw["noise_reduction"]
         self.send("session.updated", session=self.session_object())
 
-    def _apply(self, transcription: Any, turn: Any, where: str, *, rate: int) -> None:
-        language, prompt, model = self.language, self.prompt, self.model
+    def _apply(
+        self, transcription: TranscriptionSettings | None, raw: dict[str, Any], turn: TurnDetection | None, rate: int
+    ) -> None:
+        """Apply a validated update; ``raw`` tells an explicit ``turn_detection: null`` (manual turns) apart."""
+        turn_detection = self.turn
+        if "turn_detection" in raw:
+            turn_detection = None if turn is None else {**turn.model_dump(), "type": "server_vad"}
+        if self.stream is not None and ((turn_detection is None) != (self.turn is None) or rate != self.rate):
+            raise ClientError("turn_detection on/off and the audio rate cannot change after audio was sent", "session")
         if transcription is not None:
-            if not isinstance(transcription, dict):
-                raise ClientError("transcription must be an object", f"{where}.transcription")
-            if transcription.get("language") is not None:
-                value = transcription["language"]
-                if not isinstance(value, str) or not 2 <= len(value.strip()) <= 3:
-                    raise ClientError("language must be an ISO-639-1 code such as 'en'", f"{where}.transcription")
-                language = value.strip().lower()
-            if isinstance(transcription.get("prompt"), str):
-                prompt = transcription["prompt"].strip() or None
-            if isinstance(transcription.get("model"), str):
-                model = transcription["model"]
-        turn = self._turn(turn, f"{where}.turn_detection")
-        if self.stream is not None and ((turn is None) != (self.turn is None) or rate != self.rate):
-            raise ClientError("turn_detection on/off and the audio rate cannot change after audio was sent", where)
-        self.language, self.prompt, self.model, self.turn, self.rate = language, prompt, model, turn, rate
+            self.language = transcription.language or self.language
+            self.prompt = transcription.prompt.strip() or None if transcription.prompt is not None else self.prompt
+            self.model = transcription.model or self.model
+        self.turn, self.rate = turn_detection, rate
         if self.stream is not None:
-            self.stream.update_context(prompt)
-
-    def _turn(self, turn: Any, where: str) -> dict[str, Any] | None:
-        if turn is None:
-            return None
-        if not isinstance(turn, dict):
-            raise ClientError("turn_detection must be an object or null", where)
-        kind = turn.get("type", "server_vad")
-        if kind not in ("server_vad", "semantic_vad"):
-            raise ClientError("turn_detection.type must be 'server_vad' or 'semantic_vad'", f"{where}.type")
-        merged = {**DEFAULT_TURN, **{k: v for k, v in turn.items() if k in DEFAULT_TURN and v is not None}}
-        merged["type"] = "server_vad"
-        threshold, silence = merged["threshold"], merged["silence_duration_ms"]
-        if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-            raise ClientError("turn_detection.threshold must be between 0 and 1", f"{where}.threshold")
-        if not isinstance(silence, int) or not SILENCE_RANGE[0] <= silence <= SILENCE_RANGE[1]:
-            raise ClientError(
-                f"turn_detection.silence_duration_ms must be an integer from {SILENCE_RANGE[0]} to {SILENCE_RANGE[1]}",
-                f"{where}.silence_duration_ms",
-            )
-        return merged
+            self.stream.update_context(self.prompt)
 
     # -- audio ----------------------------------------------------------------------------------------
     async def _ensure_stream(self) -> LiveStream:
