@@ -43,8 +43,7 @@ class Services:
     executor: JobExecutor | None = None
     upload_signer: UploadSigner | None = None
     vocabularies: VocabularyLookup | None = None
-    scheduler: Any = None  # the decode scheduler (real-time and synchronous work)
-    extras: dict[str, Any] = field(default_factory=dict)  # stream scheduler and sync gate, until ``scheduler``
+    extras: dict[str, Any] = field(default_factory=dict)  # the synchronous-call gate (sync_recognition)
 
     def jobs(self) -> JobStore:
         """The job store (an error before the lifespan opened it)."""
