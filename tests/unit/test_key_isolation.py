@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ class FakeRecognizer:
 
     def __init__(self) -> None:
         self.hotwords: list[list[str]] = []
+        self.scheduler = SimpleNamespace(observer=None)  # the app hooks its queue-wait metric here
 
     def warm_up(self, names: Any) -> None:
         return None
