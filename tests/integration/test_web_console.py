@@ -81,13 +81,18 @@ def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
     assert errors == []
 
 
-def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
+def poll(check: Callable[[], Any], timeout: float, what: str, page: Page | None = None) -> Any:
+    """``check()`` until truthy. Pass ``page`` when only Playwright event handlers can make it true: waiting
+    through the page lets them run (a plain sleep would hold them back)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.1)
+        if page is not None:
+            page.wait_for_timeout(100)
+        else:
+            time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
@@ -397,6 +402,29 @@ def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path
     assert_accessible(page)
     row.get_by_role("button", name=f"Use {vocabulary_id}").click()
     assert page.input_value("#live-vocab") == vocabulary_id
+
+    # a live session started now asks for the vocabulary (the run-task is read by a stand-in server)
+    run_tasks: list[dict[str, Any]] = []
+
+    def stand_in(ws: WebSocketRoute) -> None:
+        def answer(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                return
+            header = json.loads(message)["header"]
+            if header["action"] == "run-task":
+                run_tasks.append(json.loads(message)["payload"])
+            event = {"run-task": "task-started", "finish-task": "task-finished"}[header["action"]]
+            ws.send(json.dumps({"header": {"task_id": header["task_id"], "event": event}, "payload": {"output": {}}}))
+
+        ws.on_message(answer)
+
+    page.route_web_socket("**/api-ws/v1/inference", stand_in)
+    page.click("#tab-live")
+    page.click("#live-toggle")
+    poll(lambda: run_tasks, 10, "the run-task", page)
+    page.click("#live-toggle")
+    poll(lambda: page.inner_text("#live-status").startswith("Stopped"), 10, "the session to stop")
+    assert run_tasks[0]["parameters"]["vocabulary_id"] == vocabulary_id
 
     page.click("#tab-files")
     assert page.input_value("#file-vocab") == vocabulary_id
