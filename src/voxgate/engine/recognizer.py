@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from voxgate.audio.decode import SAMPLE_RATE, Source, iter_channel, probe
@@ -112,8 +114,15 @@ class Recognizer:
         return self._pipelines[name]
 
     def warm_up(self, names: Iterable[str]) -> None:
+        """Load the models and run one tiny decode on every replica, so no client pays for first-call set-up
+        (memory pools, kernels) on its first sentence."""
         for name in names:
-            self.model(name)
+            model = self.model(name)
+            calls = [threading.Thread(target=_first_call, args=(model,)) for _ in range(self.plan.workers)]
+            for call in calls:
+                call.start()
+            for call in calls:
+                call.join()
 
     def engine_model(self, profile: EngineProfile, options: RecognitionOptions) -> str:
         """English-only work may use the English model when the profile names one."""
@@ -337,6 +346,15 @@ def speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:
         end = audio.shape[0] if index == len(groups) - 1 else (group[-1]["end"] + groups[index + 1][0]["start"]) // 2
         regions.append((start, end))
     return regions
+
+
+def _first_call(model: WhisperModel) -> None:
+    """Encode a second of silence on a short window and decode one token."""
+    features = model.feature_extractor(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    window = np.ascontiguousarray(features[None, :, :100], dtype=np.float32)
+    encoded = model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+    model.model.generate(encoded, [list(tokenizer.sot_sequence)], max_length=len(tokenizer.sot_sequence) + 1)
 
 
 @functools.cache
