@@ -1,5 +1,5 @@
-"""Real-time streams beside other work: admission by headroom, a file job during a live stream, context
-updates reaching full-window finals. Real server, real engine, real clients (raw WebSocket, dashscope SDK)."""
+"""Real-time streams beside other work: admission by headroom, a file job during a live stream (the dashscope
+SDK for both), context updates reaching full-window finals and translations (raw run-task client)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dashscope
 import httpx
 import pytest
 import websocket
+from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionResult, Transcription
 
 from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server, synth, wer
 
@@ -104,6 +106,62 @@ class LiveClient:
         return " ".join(self.finals)
 
 
+class SdkStream:
+    """One stream through the official dashscope SDK (``Recognition`` with a callback), at real-time pace."""
+
+    def __init__(self, pcm: bytes) -> None:
+        self.pcm = pcm
+        self.finals: list[str] = []
+        self.errors: list[str] = []
+        self.complete = False
+        outer = self
+
+        class Callback(RecognitionCallback):
+            def on_event(self, result: RecognitionResult) -> None:
+                sentence = result.get_sentence()
+                if RecognitionResult.is_sentence_end(sentence):
+                    outer.finals.append(sentence["text"])
+
+            def on_complete(self) -> None:
+                outer.complete = True
+
+            def on_error(self, result: RecognitionResult) -> None:
+                outer.errors.append(f"{result.code}: {result.message}")
+
+        self.recognition = Recognition(
+            model="fun-asr-realtime",
+            format="pcm",
+            sample_rate=16000,
+            callback=Callback(),
+            language_hints=["en"],
+            max_sentence_silence=500,
+        )
+
+    def start(self) -> bool:
+        try:
+            self.recognition.start()
+        except Exception as exc:  # the SDK raises when the task fails to start
+            self.errors.append(str(exc))
+            return False
+        return not self.errors
+
+    def stream(self) -> None:
+        for i in range(0, len(self.pcm), 3200):
+            self.recognition.send_audio_frame(self.pcm[i : i + 3200])
+            time.sleep(0.1)
+        self.recognition.stop()
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.finals)
+
+
+def use_sdk(server: RunningServer) -> None:
+    dashscope.base_websocket_api_url = server.ws_url + "/api-ws/v1/inference"
+    dashscope.base_http_api_url = server.url + "/api/v1"
+    dashscope.api_key = API_KEY
+
+
 @pytest.fixture(scope="module")
 def four_stream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Headroom for four English streams (priced 0.2 core-s/s each until measured): a fifth is refused."""
@@ -113,57 +171,47 @@ def four_stream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
 
 
 def test_fifth_stream_is_refused_cleanly_and_the_four_are_unharmed(four_stream_server: RunningServer) -> None:
+    use_sdk(four_stream_server)
     pcm = pcm_of(audio_file("goforward.wav")) + bytes(16000) + pcm_of(audio_file("something.wav")) + bytes(32000)
-    clients = [LiveClient(four_stream_server, pcm, language_hints=["en"]) for _ in range(4)]
-    assert all(c.started["event"] == "task-started" for c in clients)
-    refused = LiveClient(four_stream_server, pcm, language_hints=["en"])
-    assert refused.started["event"] == "task-failed"
-    assert refused.started["error_code"] == "Throttling" and "capacity" in refused.started["error_message"]
-    refused.ws.close()
-    threads = [threading.Thread(target=c.stream) for c in clients]
+    streams = [SdkStream(pcm) for _ in range(4)]
+    assert all(s.start() for s in streams)
+    refused = SdkStream(pcm)
+    refused.start()
+    deadline = time.monotonic() + 10
+    while not refused.errors and time.monotonic() < deadline:  # the SDK reports task-failed on its callback
+        time.sleep(0.1)
+    assert any("Throttling" in e and "capacity" in e for e in refused.errors), refused.errors
+    threads = [threading.Thread(target=s.stream) for s in streams]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(180)
-    for client in clients:
-        assert client.failure is None
-        assert wer(GO_SOMETHING, client.text) <= 0.25, client.text
-    # the capacity comes back once they are done
-    again = LiveClient(four_stream_server, pcm, language_hints=["en"])
-    assert again.started["event"] == "task-started"
-    again.ws.close()
+    for stream in streams:
+        assert stream.complete and not stream.errors, stream.errors
+        assert wer(GO_SOMETHING, stream.text) <= 0.25, stream.text
+    again = SdkStream(pcm)  # the capacity comes back once they are done
+    assert again.start()
+    again.recognition.stop()
 
 
 def test_file_job_and_live_stream_run_side_by_side(four_stream_server: RunningServer) -> None:
-    url = audio_file("two_cities_16k.wav").as_uri()
-    submitted = httpx.post(
-        four_stream_server.url + "/api/v1/services/audio/asr/transcription",
-        json={"model": "fun-asr", "input": {"file_urls": [url]}, "parameters": {}},
-        headers={**AUTH, "X-DashScope-Async": "enable"},
-        timeout=10,
-    )
-    assert submitted.status_code == 200, submitted.text
-    task_id = submitted.json()["output"]["task_id"]
+    use_sdk(four_stream_server)
+    job = Transcription.async_call(model="fun-asr", file_urls=[audio_file("two_cities_16k.wav").as_uri()])
+    assert job.status_code == 200, job
+    task_id = job.output.task_id
     status = ""
     deadline = time.monotonic() + 30
     while status != "RUNNING" and time.monotonic() < deadline:
-        status = httpx.get(f"{four_stream_server.url}/api/v1/tasks/{task_id}", headers=AUTH).json()["output"][
-            "task_status"
-        ]
+        status = Transcription.fetch(task=task_id).output.task_status
     assert status == "RUNNING"
-    live = LiveClient(four_stream_server, pcm_of(audio_file("beckett_16k.wav")) + bytes(32000), language_hints=["en"])
+    live = SdkStream(pcm_of(audio_file("beckett_16k.wav")) + bytes(32000))
+    assert live.start()
     live.stream()
-    assert live.failure is None
+    assert live.complete and not live.errors, live.errors
     assert wer(BECKETT, live.text) <= 0.35, live.text
-    body: dict[str, Any] = {}
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{four_stream_server.url}/api/v1/tasks/{task_id}", headers=AUTH).json()
-        if body["output"]["task_status"] not in ("PENDING", "RUNNING"):
-            break
-        time.sleep(0.5)
-    assert body["output"]["task_status"] == "SUCCEEDED", body
-    result = httpx.get(body["output"]["results"][0]["transcription_url"], timeout=10).json()
+    done = Transcription.wait(task=task_id)
+    assert done.output.task_status == "SUCCEEDED", done
+    result = httpx.get(done.output.results[0]["transcription_url"], timeout=10).json()
     text = " ".join(s["text"] for s in result["transcripts"][0]["sentences"])
     assert wer(TWO_CITIES, text) <= 0.08, text
 
