@@ -143,7 +143,7 @@ def _command(action: str, task_id: str, payload: dict[str, Any]) -> str:
 
 
 def _parameters(options: ListenOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {"format": "pcm", "sample_rate": SAMPLE_RATE}
+    params: dict[str, Any] = {"format": "pcm", "sample_rate": SAMPLE_RATE, "heartbeat": True}  # silence is fine
     if options.language:
         params["language_hints"] = [options.language]
     if options.vocabulary_id:

@@ -54,7 +54,8 @@ export function setupLive(el) {
   }
 
   function parameters() {
-    const params = { format: "pcm", sample_rate: 16000 };
+    // heartbeat: a quiet minute keeps the task open instead of failing it
+    const params = { format: "pcm", sample_rate: 16000, heartbeat: true };
     if (state.options.language) params.language_hints = [state.options.language];
     if (state.options.vocabulary) params.vocabulary_id = state.options.vocabulary;
     if (state.options.diarization) params.diarization_enabled = true;
