@@ -141,6 +141,15 @@ def assert_accessible(page: Page) -> None:
     assert page.evaluate(CONTRAST_JS) == []
 
 
+def assert_fits_phone(page: Page, screenshot: str | None = None) -> None:
+    """At phone width the view needs no horizontal scrolling."""
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    if screenshot:
+        shot(page, screenshot)
+    page.set_viewport_size(DESKTOP)
+
+
 def shot(page: Page, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
@@ -213,6 +222,7 @@ def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
     if not captured:
         shot(page, "live.png", full_page=False)
     assert_accessible(page)
+    assert_fits_phone(page)
     finals = page.locator("#live-finals li .text").all_inner_texts()
     assert first_final is not None and interims, (interims, finals)
     assert interims[0][0] < first_final, "an interim hypothesis is shown before the first final"
@@ -400,6 +410,7 @@ def test_vocabulary_created_in_the_page_changes_a_job(page: Page, tmp_path: Path
     assert "Xylantrix, Tolkarov" in row.inner_text()
     shot(page, "vocabularies.png")
     assert_accessible(page)
+    assert_fits_phone(page, "vocabularies-phone.png")
     row.get_by_role("button", name=f"Use {vocabulary_id}").click()
     assert page.input_value("#live-vocab") == vocabulary_id
 

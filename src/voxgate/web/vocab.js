@@ -55,14 +55,15 @@ export function setupVocab(el, { onChange, onUse }) {
     for (const entry of known) {
       const row = document.createElement("tr");
       const cells = [
-        [entry.vocabulary_id, "id"],
-        [entry.target_model, "model"],
-        [(entry.vocabulary || []).map((v) => v.text).join(", "), ""],
-        [entry.gmt_modified || entry.gmt_create || "", ""],
+        [entry.vocabulary_id, "id", "Id"],
+        [entry.target_model, "model", "Model"],
+        [(entry.vocabulary || []).map((v) => v.text).join(", "), "", "Terms"],
+        [entry.gmt_modified || entry.gmt_create || "", "", "Changed"],
       ];
-      for (const [text, cls] of cells) {
+      for (const [text, cls, label] of cells) {
         const cell = document.createElement("td");
         cell.textContent = text;
+        cell.dataset.label = label; // shown before the value when rows stack on a phone
         if (cls) cell.className = cls;
         row.append(cell);
       }
