@@ -19,13 +19,12 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, field_validator
 
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, StreamEvent
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
-from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
 from voxgate.params import AudioFormat, Flag, LanguageHints, RequestModel, SampleRate, language_code, parse
 from voxgate.services import Services
 
@@ -92,8 +91,7 @@ class RunTask:
         self.task_id = task_id
         self.outbox = outbox
         self.decoder = decoder
-        self.stream: LiveStream | None = None
-        self.relay: asyncio.Task[None] | None = None
+        self.relay: Relay | None = None
         self._ids: dict[int, int] = {}
         self._next_id = 1
         self.samples = 0
@@ -128,33 +126,24 @@ class RunTask:
             self._next_id += 1
         return self._ids[utterance]
 
-    def start(self, stream: LiveStream) -> None:
-        self.stream = stream
-        SESSIONS_OPEN.labels(PROTOCOL).inc()
-        self.relay = asyncio.ensure_future(self._relay(stream))
+    @property
+    def stream(self) -> LiveStream | None:
+        return self.relay.stream if self.relay is not None else None
 
-    async def _relay(self, stream: LiveStream) -> None:
-        async for event in stream.events():
-            self.on_event(event)
+    def start(self, stream: LiveStream) -> None:
+        self.relay = Relay(stream, self.on_event, PROTOCOL)
 
     async def drain(self) -> None:
-        """Wait until every event of the finished stream has been relayed."""
+        """Wait until every event of the finished stream has been sent on."""
         if self.relay is not None:
-            await self.relay
+            await self.relay.drain()
 
     def stop(self) -> None:
         if self.relay is not None:
-            self.relay.cancel()
-        if self.stream is not None:
-            self.stream.close()
-            record_stream_stats(self.stream)
-            SESSIONS_OPEN.labels(PROTOCOL).dec()
-            self.stream = None
+            self.relay.close()
 
     def on_event(self, event: StreamEvent) -> None:
         if isinstance(event, Interim):
-            if event.latency_s is not None:
-                FIRST_PARTIAL.labels(PROTOCOL).observe(event.latency_s)
             if not event.text:
                 return
             sentence: dict[str, Any] = {
@@ -168,8 +157,6 @@ class RunTask:
             }
             self.outbox.put(_event(self.task_id, "result-generated", {"output": {"sentence": sentence}, "usage": None}))
         elif isinstance(event, Final):
-            if event.lag_s is not None:
-                FINAL_LAG.labels(PROTOCOL).observe(event.lag_s)
             if event.sentence is None:
                 return
             self.outbox.put(
@@ -377,7 +364,7 @@ class Connection:
         try:
             stream = await open_stream(services.recognizer, profile, options, endpointing)
         except Throttling:
-            SESSIONS_REFUSED.labels(PROTOCOL, "capacity").inc()
+            refused(PROTOCOL)
             raise
         task = RunTask(task_id, self.outbox, decoder)
         task.start(stream)

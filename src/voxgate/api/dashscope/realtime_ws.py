@@ -24,14 +24,13 @@ from fastapi import APIRouter, WebSocket
 from pydantic import BeforeValidator, Field
 
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, authenticate, record_stream_stats
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
-from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
 from voxgate.params import LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
@@ -119,8 +118,7 @@ class Session:
             "threshold": DEFAULT_THRESHOLD,
             "silence_duration_ms": DEFAULT_SILENCE_MS,
         }
-        self.stream: LiveStream | None = None
-        self.relay: asyncio.Task[None] | None = None
+        self.relay: Relay | None = None
         self.decoder: StreamDecoder | None = None
         self.audio_started = False
         self.items: dict[int, str] = {}
@@ -185,9 +183,9 @@ class Session:
         )
         self.last_item = item
 
-    async def _relay(self, stream: LiveStream) -> None:
-        async for event in stream.events():
-            self.on_event(event)
+    @property
+    def stream(self) -> LiveStream | None:
+        return self.relay.stream if self.relay is not None else None
 
     def on_event(self, event: StreamEvent) -> None:
         language = (self.stream.language if self.stream else None) or self.language
@@ -203,8 +201,6 @@ class Session:
             )
             self.commit_events(event.utterance)
         elif isinstance(event, Interim):
-            if event.latency_s is not None:
-                FIRST_PARTIAL.labels(PROTOCOL).observe(event.latency_s)
             if self.turn_detection is None:
                 return
             self.send(
@@ -216,8 +212,6 @@ class Session:
                 stash=event.unstable,
             )
         elif isinstance(event, Final):
-            if event.lag_s is not None:
-                FINAL_LAG.labels(PROTOCOL).observe(event.lag_s)
             self.commit_events(event.utterance)
             transcript = event.sentence.text if event.sentence is not None else ""
             self.send(
@@ -263,11 +257,7 @@ class Session:
             await self.outbox.close(1000, "session finished")
         finally:
             if self.relay is not None:
-                self.relay.cancel()
-            if self.stream is not None:
-                self.stream.close()
-                record_stream_stats(self.stream)
-                SESSIONS_OPEN.labels(PROTOCOL).dec()
+                self.relay.close()
             self.outbox.cancel()
 
     def _prior(self) -> float:
@@ -280,7 +270,7 @@ class Session:
         )
 
     async def _refuse(self, exc: Throttling) -> None:
-        SESSIONS_REFUSED.labels(PROTOCOL, "capacity").inc()
+        refused(PROTOCOL)
         self.error(exc.code, exc.message, kind="server_error")
         await self.outbox.close(1013, "capacity full")
 
@@ -371,10 +361,8 @@ class Session:
             await self._refuse(exc)
             self.finished = True
             raise InvalidRequest(exc.code, exc.message) from None
-        SESSIONS_OPEN.labels(PROTOCOL).inc()
         self.decoder = make_decoder("opus" if self.format == "opus" else "pcm", self.sample_rate)
-        self.stream = stream
-        self.relay = asyncio.ensure_future(self._relay(stream))
+        self.relay = Relay(stream, self.on_event, PROTOCOL)
         return stream
 
     async def on_append(self, audio: Any) -> None:
@@ -429,7 +417,7 @@ class Session:
                 stream.clear()
             await stream.finish()
             if self.relay is not None:
-                await self.relay
+                await self.relay.drain()
         self.send("session.finished")
 
 

@@ -1,4 +1,5 @@
-"""Pieces shared by the real-time WebSocket adapters: handshake auth and a bounded outbox."""
+"""Pieces shared by the real-time WebSocket adapters: handshake auth, a bounded outbox, the relay of an engine
+stream's events (with the session metrics)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -15,8 +17,16 @@ from starlette.websockets import WebSocketState
 from voxgate.api.auth import check_key
 from voxgate.api.errors import dashscope_error_body
 from voxgate.engine.live import LiveStream
+from voxgate.engine.stream import Final, Interim, StreamEvent
 from voxgate.errors import InvalidApiKey
-from voxgate.metrics import FINAL_DECODES, SPECULATIVE_ABANDONED
+from voxgate.metrics import (
+    FINAL_DECODES,
+    FINAL_LAG,
+    FIRST_PARTIAL,
+    SESSIONS_OPEN,
+    SESSIONS_REFUSED,
+    SPECULATIVE_ABANDONED,
+)
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.realtime")
@@ -24,12 +34,47 @@ log = logging.getLogger("voxgate.realtime")
 OUTBOX_LIMIT = 512  # queued server events beyond which the client is considered not reading
 
 
-def record_stream_stats(stream: LiveStream) -> None:
-    """Add a finished stream's decode counts to the process metrics."""
-    stats = stream.stats
-    for path in ("fast_finals", "retried_finals", "full_finals"):
-        FINAL_DECODES.labels(path.removesuffix("_finals")).inc(stats.get(path, 0))
-    SPECULATIVE_ABANDONED.inc(stats.get("speculative_abandoned", 0))
+class Relay:
+    """An open engine stream seen from a protocol adapter: a task hands each event to ``on_event`` in order, and
+    the session metrics (open sessions, first-interim latency, final lag, decode paths) are kept here."""
+
+    def __init__(self, stream: LiveStream, on_event: Callable[[StreamEvent], None], protocol: str) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self._on_event = on_event
+        self._closed = False
+        SESSIONS_OPEN.labels(protocol).inc()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.stream.events():
+            if isinstance(event, Interim) and event.latency_s is not None:
+                FIRST_PARTIAL.labels(self.protocol).observe(event.latency_s)
+            elif isinstance(event, Final) and event.lag_s is not None:
+                FINAL_LAG.labels(self.protocol).observe(event.lag_s)
+            self._on_event(event)
+
+    async def drain(self) -> None:
+        """Wait until every event of the finished stream has been handed on."""
+        await self._task
+
+    def close(self) -> None:
+        """Stop relaying, close the stream (its capacity goes back) and count its decodes. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._task.cancel()
+        self.stream.close()
+        stats = self.stream.stats
+        for path in ("fast_finals", "retried_finals", "full_finals"):
+            FINAL_DECODES.labels(path.removesuffix("_finals")).inc(stats.get(path, 0))
+        SPECULATIVE_ABANDONED.inc(stats.get("speculative_abandoned", 0))
+        SESSIONS_OPEN.labels(self.protocol).dec()
+
+
+def refused(protocol: str) -> None:
+    """Count a stream refused for want of capacity."""
+    SESSIONS_REFUSED.labels(protocol, "capacity").inc()
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> bool:

@@ -34,13 +34,12 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, record_stream_stats
+from voxgate.api.dashscope.ws_support import Outbox, Relay, refused
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import AudioError, InvalidApiKey, InvalidParameter, Throttling, VoxgateError
-from voxgate.metrics import FINAL_LAG, FIRST_PARTIAL, SESSIONS_OPEN, SESSIONS_REFUSED
 from voxgate.params import LanguageCode, RequestModel, parse
 from voxgate.services import Services
 
@@ -163,8 +162,7 @@ class TranscriptionSession:
         self.prompt: str | None = None
         self.turn: dict[str, Any] | None = dict(DEFAULT_TURN)
         self.noise_reduction: Any = None
-        self.stream: LiveStream | None = None
-        self.relay: asyncio.Task[None] | None = None
+        self.relay: Relay | None = None
         self.decoder: PcmDecoder | None = None
         self.items: dict[int, str] = {}
         self.committed: set[int] = set()
@@ -220,9 +218,9 @@ class TranscriptionSession:
         self.last_item = item
 
     # -- engine events ----------------------------------------------------------------------------------
-    async def _relay(self, stream: LiveStream) -> None:
-        async for event in stream.events():
-            self.on_event(event)
+    @property
+    def stream(self) -> LiveStream | None:
+        return self.relay.stream if self.relay is not None else None
 
     def on_event(self, event: StreamEvent) -> None:
         if isinstance(event, SpeechStarted):
@@ -234,12 +232,8 @@ class TranscriptionSession:
             )
             self.commit_events(event.utterance)
         elif isinstance(event, Interim):
-            if event.latency_s is not None:
-                FIRST_PARTIAL.labels(PROTOCOL).observe(event.latency_s)
             self._delta(event.utterance, event.stable.strip())
         elif isinstance(event, Final):
-            if event.lag_s is not None:
-                FINAL_LAG.labels(PROTOCOL).observe(event.lag_s)
             self.commit_events(event.utterance)
             transcript = event.sentence.text if event.sentence is not None else ""
             seconds = max(0.0, (event.end_ms - event.begin_ms) / 1000)
@@ -288,11 +282,7 @@ class TranscriptionSession:
                     self.error("binary frames are not accepted: send audio as base64 in input_audio_buffer.append")
         finally:
             if self.relay is not None:
-                self.relay.cancel()
-            if self.stream is not None:
-                self.stream.close()
-                record_stream_stats(self.stream)
-                SESSIONS_OPEN.labels(PROTOCOL).dec()
+                self.relay.close()
             self.outbox.cancel()
 
     async def on_text(self, text: str) -> None:
@@ -330,7 +320,7 @@ class TranscriptionSession:
         except AudioError as exc:
             self.error(exc.message, "audio", "invalid_audio", event_id=event_id)
         except Throttling as exc:
-            SESSIONS_REFUSED.labels(PROTOCOL, "capacity").inc()
+            refused(PROTOCOL)
             self.send("error", error={"type": "server_error", "code": "rate_limit_exceeded", "message": exc.message})
             await self.outbox.close(1013, "capacity full")
         except VoxgateError as exc:
@@ -391,10 +381,8 @@ class TranscriptionSession:
         )
         profile = self.services.catalog.resolve("qwen3-asr-flash-realtime", mode="realtime")
         stream = await open_stream(self.services.recognizer, profile, options, endpointing)
-        SESSIONS_OPEN.labels(PROTOCOL).inc()
         self.decoder = PcmDecoder(self.rate)
-        self.stream = stream
-        self.relay = asyncio.ensure_future(self._relay(stream))
+        self.relay = Relay(stream, self.on_event, PROTOCOL)
         return stream
 
     async def append(self, audio: Any) -> None:
