@@ -26,25 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import update_doc  # noqa: E402
-from tests.conftest import audio_file, join_wavs  # noqa: E402
+from tests.conftest import REFERENCES, audio_file, join_wavs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODEL_DIR = Path(os.environ.get("VOXGATE_MODEL_DIR", Path.home() / ".cache" / "voxgate" / "models"))
 
 REAL = [
-    (
-        "two_cities_16k.wav",
-        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it "
-        "was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything "
-        "before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the "
-        "other way, in short, the period was so far like the present period, that some of its noisiest "
-        "authorities insisted on its being received, for good or for evil, in the superlative degree of "
-        "comparison only.",
-    ),
-    ("beckett_16k.wav", "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
-    ("goforward.wav", "go forward ten meters"),
-    ("something.wav", "go somewhere and do something"),
+    (name, REFERENCES[name]) for name in ("two_cities_16k.wav", "beckett_16k.wav", "goforward.wav", "something.wav")
 ]
 
 

@@ -47,26 +47,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import update_doc  # noqa: E402
-from tests.conftest import API_KEY, MODEL_DIR, audio_file, start_server, stop_server  # noqa: E402
+from tests.conftest import API_KEY, MODEL_DIR, REFERENCES, audio_file, start_server, stop_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RATE = 16_000
 FRAME = 3200  # bytes = 100 ms of 16 kHz 16-bit mono
 SILENCE_MS = 500
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
-    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
-    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
-    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period was "
-    "so far like the present period, that some of its noisiest authorities insisted on its being received, for good "
-    "or for evil, in the superlative degree of comparison only."
-)
 RECORDINGS = [
-    ("two_cities_16k.wav", TWO_CITIES),
-    ("beckett_16k.wav", "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."),
-    ("goforward.wav", "go forward ten meters"),
-    ("something.wav", "go somewhere and do something"),
+    (name, REFERENCES[name]) for name in ("two_cities_16k.wav", "beckett_16k.wav", "goforward.wav", "something.wav")
 ]
 
 

@@ -18,17 +18,10 @@ from openai import OpenAI
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import API_KEY, RunningServer, audio_file, wer
+from tests.conftest import API_KEY, REFERENCES, RunningServer, audio_file, wer
 
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
-    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
-    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
-    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period was "
-    "so far like the present period, that some of its noisiest authorities insisted on its being received, for good "
-    "or for evil, in the superlative degree of comparison only."
-)
-SOMETHING = "go somewhere and do something"
+TWO_CITIES = REFERENCES["two_cities_16k.wav"]
+SOMETHING = REFERENCES["something.wav"]
 
 
 def pcm16k(name: str) -> np.ndarray:

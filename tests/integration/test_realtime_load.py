@@ -18,19 +18,12 @@ import pytest
 import websocket
 from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionResult, Transcription
 
-from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server, synth, wer
+from tests.conftest import API_KEY, REFERENCES, RunningServer, audio_file, start_server, stop_server, synth, wer
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-GO_SOMETHING = "go forward ten meters go somewhere and do something"
-BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, "
-    "it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of "
-    "Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing "
-    "before us, we were all going direct to Heaven, we were all going direct the other way, in short, the period was "
-    "so far like the present period, that some of its noisiest authorities insisted on its being received, for good "
-    "or for evil, in the superlative degree of comparison only."
-)
+GO_SOMETHING = REFERENCES["goforward.wav"] + " " + REFERENCES["something.wav"]
+BECKETT = REFERENCES["beckett_16k.wav"]
+TWO_CITIES = REFERENCES["two_cities_16k.wav"]
 
 
 def pcm_of(path: Path) -> bytes:
