@@ -123,6 +123,27 @@ async def test_finals_are_round_robin_between_streams(one_worker: Scheduler) -> 
     assert fake.order == ["a", "b", "a", "b", "a", "b"]
 
 
+async def test_queue_depth_returns_to_zero_when_a_stream_goes(one_worker: Scheduler) -> None:
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_final(0, block))
+    await asyncio.to_thread(started.wait)
+    ticket = one_worker.admit(0.1)
+    queued = [asyncio.ensure_future(one_worker.run_final(ticket.key, fake.unit("final"))) for _ in range(2)]
+    partial = asyncio.ensure_future(one_worker.run_partial(ticket.key, fake.unit("partial")))
+    await settle()
+    assert one_worker.stats[WorkClass.FINAL].depth == 2 and one_worker.stats[WorkClass.PARTIAL].depth == 1
+    one_worker.release(ticket)  # the client went away: its queued work goes with it
+    release.set()
+    await blocker
+    assert await partial is None
+    for job in queued:
+        with pytest.raises(asyncio.CancelledError):
+            await job
+    assert one_worker.stats[WorkClass.FINAL].depth == 0 and one_worker.stats[WorkClass.PARTIAL].depth == 0
+    assert fake.order == []
+
+
 async def test_a_cancelled_final_never_runs(one_worker: Scheduler) -> None:
     fake = FakeDecoder()
     block, started, release = fake.hold()

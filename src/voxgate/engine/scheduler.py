@@ -193,9 +193,8 @@ class Scheduler:
     def _check(self, prior: float) -> None:
         load = sum(t.cost for t in self._open.values())
         reason = None
-        if self.max_sessions is not None:
-            if len(self._open) >= self.max_sessions:
-                reason = f"the real-time session capacity ({self.max_sessions} sessions) is in use"
+        if self.max_sessions is not None and len(self._open) >= self.max_sessions:
+            reason = f"the real-time session capacity ({self.max_sessions} sessions) is in use"
         elif self._open and load + prior > self.capacity:
             reason = f"real-time capacity is in use ({len(self._open)} streams open)"
         if reason is None and self._open and self._final_wait_p95() > self.max_final_wait_s:
@@ -220,9 +219,11 @@ class Scheduler:
             ticket.released = True
             self._open.pop(ticket.key, None)
             for unit in self._finals.pop(ticket.key, deque()):
+                self.stats[WorkClass.FINAL].depth -= 1
                 self._drop(unit)
             partial = self._partials.pop(ticket.key, None)
             if partial is not None:
+                self.stats[WorkClass.PARTIAL].depth -= 1
                 self._drop(partial)
 
     def _final_wait_p95(self) -> float:
@@ -252,6 +253,8 @@ class Scheduler:
             self._partials.clear()
             for queue in self._bulk.values():
                 queue.clear()
+            for stats in self.stats.values():
+                stats.depth = 0
             for unit in units:
                 self._drop(unit)
             self._cond.notify_all()
