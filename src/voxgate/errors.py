@@ -67,3 +67,52 @@ class AccessDenied(VoxgateError):
 
     code = "AccessDenied"
     status = 403
+
+
+class UploadDenied(AccessDenied):
+    """An upload form that is unsigned, tampered with, or whose policy has expired."""
+
+
+class UploadMissing(InvalidParameter):
+    """An ``oss://`` reference to no file this caller may use (expired, never uploaded, another key's)."""
+
+
+class AlreadyExists(VoxgateError):
+    """An upload key that is taken, with overwriting forbidden."""
+
+    code = "FileAlreadyExists"
+    status = 409
+
+
+class ResultNotFound(VoxgateError):
+    """A result file that does not exist or has expired."""
+
+    code = "ResultNotFound"
+    status = 404
+
+
+class UnsupportedOperation(InvalidParameter):
+    """A request that cannot apply in the current state (e.g. canceling a finished task)."""
+
+    code = "UnsupportedOperation"
+
+
+class FetchError(VoxgateError):
+    """A job's file URL could not be fetched. ``code`` is the per-file failure code."""
+
+    code = "InvalidFile.DownloadFailed"
+    status = 400
+
+
+class FetchForbidden(FetchError):
+    """The URL points somewhere this server refuses to fetch from."""
+
+    code = "InvalidFile.URLNotAllowed"
+
+
+class FetchTooLarge(FetchError):
+    code = "InvalidFile.TooLarge"
+
+
+class StoreUnreadable(RuntimeError):
+    """The job database exists but cannot be read (corrupt or not a database); nothing was changed."""

@@ -20,14 +20,10 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from voxgate.config import Settings
-from voxgate.errors import InvalidParameter
+from voxgate.errors import InvalidParameter, UploadMissing
 
 KEY_PREFIX = "dashscope-instant"
 MAX_KEY_CHARS = 1024
-
-
-class UploadMissing(InvalidParameter):
-    """The ``oss://`` reference names no file this caller may use (expired, never uploaded, another key's)."""
 
 
 def uploads_root(settings: Settings) -> Path:

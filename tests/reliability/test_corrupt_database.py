@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_server
-from voxgate.jobs.store import JobStore, StoreUnreadable
+from voxgate.errors import StoreUnreadable
+from voxgate.jobs.store import JobStore
 
 
 def _digest(path: Path) -> str:

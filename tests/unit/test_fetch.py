@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from voxgate.config import Settings
-from voxgate.jobs.fetch import Fetcher, FetchError, FetchForbidden, FetchTooLarge, forbidden_reason
+from voxgate.errors import FetchError, FetchForbidden, FetchTooLarge
+from voxgate.jobs.fetch import Fetcher, forbidden_reason
 
 PAYLOAD = bytes(range(256)) * 400  # 102 400 bytes
 

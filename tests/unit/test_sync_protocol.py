@@ -23,7 +23,7 @@ from voxgate.api.audio_source import (
     wrap_raw_pcm,
 )
 from voxgate.api.dashscope import generation
-from voxgate.api.dashscope.uploads import UploadDenied, check_policy, make_policy
+from voxgate.api.dashscope.uploads import check_policy, make_policy
 from voxgate.api.sync_recognition import (
     ClipResult,
     StreamStep,
@@ -36,7 +36,7 @@ from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.scheduler import ThreadPlan
 from voxgate.engine.types import RecognitionOptions, Sentence
-from voxgate.errors import AudioError, InvalidParameter, Throttling
+from voxgate.errors import AudioError, InvalidParameter, Throttling, UploadDenied
 from voxgate.uploads import UploadSigner, key_path, owns, resolve_oss
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.scheduler import DecoderStopped
 from voxgate.engine.types import FileResult
-from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
-from voxgate.jobs.fetch import Fetcher, FetchError
+from voxgate.errors import AudioError, FetchError, InvalidParameter, Throttling, VoxgateError
+from voxgate.jobs.fetch import Fetcher
 from voxgate.jobs.params import JobParameters, parse_job_parameters
 from voxgate.jobs.store import CANCELED, FAILED, SUCCEEDED, TERMINAL, JobStore, TaskView
 from voxgate.metrics import JOB_REALTIME_FACTOR

@@ -23,8 +23,8 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import httpx
 
 from voxgate.config import Settings
-from voxgate.errors import InvalidParameter, VoxgateError
-from voxgate.uploads import UploadMissing, resolve_oss
+from voxgate.errors import FetchError, FetchForbidden, FetchTooLarge, InvalidParameter, UploadMissing
+from voxgate.uploads import resolve_oss
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -32,23 +32,6 @@ AddressPolicy = Callable[[IPAddress], str | None]
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 256 * 1024
-
-
-class FetchError(VoxgateError):
-    """A file URL could not be fetched. ``code`` is the per-file failure code."""
-
-    code = "InvalidFile.DownloadFailed"
-    status = 400
-
-
-class FetchForbidden(FetchError):
-    """The URL points somewhere this server refuses to fetch from."""
-
-    code = "InvalidFile.URLNotAllowed"
-
-
-class FetchTooLarge(FetchError):
-    code = "InvalidFile.TooLarge"
 
 
 @dataclass(slots=True)

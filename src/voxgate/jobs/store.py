@@ -36,6 +36,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from voxgate.engine.types import Hotword
+from voxgate.errors import StoreUnreadable
 
 # A file whose recognition was interrupted this many times (the process died or was stopped while on it) is
 # not started again: it fails with this code.
@@ -209,10 +210,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-class StoreUnreadable(RuntimeError):
-    """The job database exists but cannot be read (corrupt or not a database); nothing was changed."""
 
 
 def _check_readable(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from voxgate.api.auth import require_key
 from voxgate.api.body import json_body, read_json_object
 from voxgate.api.errors import new_request_id
-from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.errors import InvalidParameter, ResultNotFound, UnsupportedOperation
 from voxgate.jobs.params import TranscriptionParameters
 from voxgate.jobs.store import (
     CANCELED,
@@ -47,15 +47,6 @@ MAX_URL_CHARS = 4096
 _URL_SCHEMES = ("http", "https", "file", "oss")
 _RESULT_NAME = re.compile(r"^([A-Za-z0-9_-]{20,64})\.json$")
 _LIST_TIME = "%Y%m%d%H%M%S"
-
-
-class ResultNotFound(VoxgateError):
-    code = "ResultNotFound"
-    status = 404
-
-
-class TaskNotCancelable(InvalidParameter):
-    code = "UnsupportedOperation"
 
 
 def _services(request: Request) -> Services:
@@ -295,7 +286,7 @@ async def cancel_task(task_id: str, request: Request, api_key: str = Depends(req
     if task is None or task.owner != owner_of(api_key):
         return envelope({"task_id": task_id, "task_status": UNKNOWN})
     if task.status in TERMINAL:
-        raise TaskNotCancelable(f"task {task_id} is already {task.status} and cannot be canceled")
+        raise UnsupportedOperation(f"task {task_id} is already {task.status} and cannot be canceled")
     status = await asyncio.to_thread(store.cancel_task, task_id)
     return envelope({"task_id": task_id, "task_status": status or UNKNOWN})
 

@@ -28,7 +28,7 @@ from voxgate.api.auth import require_key
 from voxgate.api.body import form_body
 from voxgate.api.errors import new_request_id
 from voxgate.config import Settings
-from voxgate.errors import InvalidParameter, VoxgateError
+from voxgate.errors import AlreadyExists, InvalidParameter, UploadDenied
 from voxgate.jobs.store import owner_of
 from voxgate.params import Flag, RequestModel, parse
 from voxgate.services import Services
@@ -41,18 +41,6 @@ router = APIRouter()
 UPLOAD_PATH = "/api/v1/uploads"
 POLICY_TTL_S = 300
 ACCESS_KEY_ID = "voxgate"
-
-
-class UploadDenied(VoxgateError):
-    """The upload form is unsigned, tampered with, or its policy has expired."""
-
-    code = "AccessDenied"
-    status = 403
-
-
-class UploadExists(VoxgateError):
-    code = "FileAlreadyExists"
-    status = 409
 
 
 # -- policies -------------------------------------------------------------------------------------
@@ -165,7 +153,7 @@ async def upload(request: Request) -> Response:
         key = check_policy(services, form)
         path = key_path(settings, key)
         if path.exists() and upload_fields(form).forbid_overwrite:
-            raise UploadExists(f"an upload with key '{key}' already exists")
+            raise AlreadyExists(f"an upload with key '{key}' already exists")
         target["path"] = path
         return temporary(form, filename)
 
