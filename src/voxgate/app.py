@@ -105,6 +105,9 @@ async def opened(services: Services) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         executor.stop()
+        released = await asyncio.to_thread(store.release_running)
+        if released:
+            log.info("stopping: %d running file job(s) go back to the queue: %s", len(released), ", ".join(released))
         services.executor = None
         services.vocabularies = None
         services.store = None

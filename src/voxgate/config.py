@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, description="File jobs processed at once.")
     job_queue_limit: int = Field(200, description="Queued file jobs beyond which submissions are refused.")
     job_max_attempts: int = Field(
-        3, ge=1, description="Times a file's recognition may be interrupted (crash, restart) before it fails."
+        3,
+        ge=1,
+        description="Times the process may die while recognizing one file before it fails (stops do not count).",
     )
     result_retention_hours: float = Field(24.0, description="How long transcription results are served.")
     max_file_bytes: int = Field(2 * 1024**3, description="Largest file accepted (bytes).")

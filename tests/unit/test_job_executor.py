@@ -249,3 +249,21 @@ def test_database_from_before_attempt_counting_gains_the_column(tmp_path: Path) 
     store.start_file("t", 0)
     task = store.get_task("t")
     assert task is not None and task.files[0].attempts == 1
+
+
+def test_graceful_stop_does_not_count_as_an_attempt(tmp_path: Path) -> None:
+    executor, store, recognizer = _executor(tmp_path, job_max_attempts=3)
+    store.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=_files(tmp_path, 2))
+    for _restart in range(5):  # five deploys while the second file is being recognized
+        store.requeue_interrupted(3)
+        assert store.claim_next() == "t"
+        store.finish_file("t", 0, status=SUCCEEDED, duration_ms=1000)
+        store.start_file("t", 1)
+        assert store.release_running() == ["t"]
+    task = store.get_task("t")
+    assert task is not None and task.status == PENDING
+    assert [(f.status, f.attempts) for f in task.files] == [(SUCCEEDED, 0), (PENDING, 0)]
+    assert store.claim_next() == "t"
+    executor.run_task("t")
+    done = store.get_task("t")
+    assert done is not None and done.status == SUCCEEDED and recognizer.calls == ["f1.wav"]

@@ -4,6 +4,7 @@ by tests/integration)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from voxgate.app import create_app
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.types import AudioInfo, FileResult, Sentence, Transcript
+from voxgate.jobs.store import JobStore
 from voxgate.services import Services
 
 KEY_A, KEY_B = "sk-key-a", "sk-key-b"
@@ -33,6 +35,9 @@ class FakeRecognizer:
 
     def __init__(self) -> None:
         self.hotwords: list[list[str]] = []
+        self.block = False  # hold each file until ``release`` is set
+        self.started = threading.Event()
+        self.release = threading.Event()
         self.scheduler = SimpleNamespace(observer=None)  # the app hooks its queue-wait metric here
 
     def warm_up(self, names: Any) -> None:
@@ -49,6 +54,9 @@ class FakeRecognizer:
 
     def transcribe_file(self, source: Path, options: Any, profile: Any, **kwargs: Any) -> FileResult:
         self.hotwords.append([h.text for h in options.hotwords])
+        if self.block:
+            self.started.set()
+            self.release.wait(30)
         transcript = Transcript(0, [Sentence(0, 1000, "hello")], "en", 1000, 800)
         return FileResult(AudioInfo("wav", "pcm_s16le", 16000, 1, 1000), [transcript])
 
@@ -182,3 +190,21 @@ def test_uploads_of_one_key_are_unusable_by_another(client: TestClient) -> None:
     own = _submit(client, A, file_urls=[url])
     assert own.status_code == 200
     assert _wait(client, own.json()["output"]["task_id"])["task_status"] == "SUCCEEDED"
+
+
+def test_stopping_the_app_puts_a_running_file_back_uncounted(tmp_path: Path) -> None:
+    """The lifespan's close releases the file being recognized: a restart is not a failed attempt."""
+    settings = Settings(data_dir=tmp_path / "data", api_keys=KEY_A, fetch_allow_file=True, submit_rps=0, query_rps=0)
+    recognizer = FakeRecognizer()
+    recognizer.block = True
+    services = Services(settings=settings, catalog=Catalog(), recognizer=recognizer, rate_limiter=RateLimiter())  # type: ignore[arg-type]
+    try:
+        with TestClient(create_app(settings, services)) as client:
+            task_id = _submit(client, A, file_urls=[_audio(tmp_path)]).json()["output"]["task_id"]
+            assert recognizer.started.wait(10)
+        store = JobStore(settings.resolved_database_url())
+        task = store.get_task(task_id)
+        assert task is not None and task.status == "PENDING"
+        assert [(f.status, f.attempts) for f in task.files] == [("PENDING", 0)]
+    finally:
+        recognizer.release.set()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     create_engine,
     delete,
     event,
@@ -38,8 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from voxgate.engine.types import Hotword
 from voxgate.errors import StoreUnreadable
 
-# A file whose recognition was interrupted this many times (the process died or was stopped while on it) is
-# not started again: it fails with this code.
+# A file the process died in this many times (a graceful stop hands the file back uncounted, see
+# JobStore.release_running) is not started again: it fails with this code.
 DEFAULT_MAX_ATTEMPTS = 3
 TOO_MANY_ATTEMPTS = "InvalidFile.TooManyAttempts"
 
@@ -373,6 +374,24 @@ class JobStore:
                     )
                 )
                 s.execute(update(FileRow).where(*interrupted).values(status=PENDING, processed_ms=0))
+            return ids
+
+    def release_running(self) -> list[str]:
+        """At a graceful stop: RUNNING tasks and their RUNNING files go back to PENDING and the attempt of each
+        such file is not counted (the file did not fail; the server is stopping). Returns the task ids."""
+        with self._session() as s:
+            ids = list(s.scalars(select(TaskRow.id).where(TaskRow.status == RUNNING)).all())
+            if ids:
+                s.execute(
+                    update(FileRow)
+                    .where(FileRow.task_id.in_(ids), FileRow.status == RUNNING)
+                    .values(
+                        status=PENDING,
+                        processed_ms=0,
+                        attempts=case((FileRow.attempts > 0, FileRow.attempts - 1), else_=0),
+                    )
+                )
+                s.execute(update(TaskRow).where(TaskRow.id.in_(ids), TaskRow.status == RUNNING).values(status=PENDING))
             return ids
 
     def start_file(self, task_id: str, position: int) -> None:
