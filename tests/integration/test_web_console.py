@@ -185,6 +185,7 @@ def test_console_is_served_with_its_assets(page: Page, server: RunningServer) ->
     assert page.title() == "voxgate console"
     models = page.eval_on_selector_all("#live-model option", "options => options.map(o => o.value)")
     assert "fun-asr-realtime" in models and "fun-asr" not in models and "fun-asr-flash-8k-realtime" not in models
+    assert "qwen3-asr-flash-realtime" in models and page.input_value("#live-model") == "fun-asr-realtime"
     assert page.evaluate("fetch('/console/console.py').then(r => r.status)") == 404
     # keyboard: the tabs follow the arrow keys
     page.focus("#tab-live")
@@ -234,6 +235,31 @@ def test_live_view_shows_interim_then_final_captions(page: Page) -> None:
     assert page.is_hidden("#live-alert")
     # speaker labels were asked for: one reader, one label on every final
     assert page.locator("#live-finals .speaker").all_inner_texts() == ["Speaker 1"] * len(finals)
+
+
+def test_live_view_on_the_session_protocol(page: Page) -> None:
+    """A Qwen-ASR model streams over /api-ws/v1/realtime (base64 audio in JSON events) with the same captions."""
+    page.select_option("#live-model", "qwen3-asr-flash-realtime")
+    page.select_option("#live-language", "en")
+    with page.expect_websocket() as opened:
+        page.click("#live-toggle")
+    assert "/api-ws/v1/realtime?model=qwen3-asr-flash-realtime" in opened.value.url
+    interims: list[str] = []
+    started = time.monotonic()
+    while time.monotonic() - started < 40:
+        interim = page.inner_text("#live-interim").strip()
+        if interim:
+            interims.append(interim)
+        if len(" ".join(page.locator("#live-finals li .text").all_inner_texts()).split()) >= 12:
+            break
+        time.sleep(0.1)
+    page.click("#live-toggle")
+    poll(lambda: page.inner_text("#live-status").startswith("Stopped"), 30, "the session to stop")
+    finals = page.locator("#live-finals li .text").all_inner_texts()
+    assert interims and wer(BECKETT, " ".join(finals)) <= 0.25, (interims, finals)
+    starts = [t.split("–")[0] for t in page.locator("#live-finals .time").all_inner_texts()]
+    assert starts == sorted(starts) and starts[-1] != "0:00.0", starts
+    assert page.is_hidden("#live-alert")
 
 
 def test_wrong_key_is_asked_for_again_and_refusals_are_explained(browser: Browser, server: RunningServer) -> None:

@@ -90,7 +90,7 @@ async function main() {
   setupKey();
   for (const select of document.querySelectorAll("select.language")) fill(select, LANGUAGES, "");
 
-  let models = { realtime: ["fun-asr-realtime"], file: ["fun-asr"] };
+  let models = { realtime: ["fun-asr-realtime"], session: [], file: ["fun-asr"] };
   try {
     models = await getJson("/console/api/models");
   } catch {
@@ -98,6 +98,21 @@ async function main() {
   }
   const pairs = (names) => names.map((n) => [n, n]);
   fill($("live-model"), pairs(models.realtime), "fun-asr-realtime");
+  if (models.session && models.session.length) {
+    // Qwen-ASR models speak the session protocol (/api-ws/v1/realtime)
+    const runTask = document.createElement("optgroup");
+    runTask.label = "run-task protocol";
+    runTask.append(...$("live-model").querySelectorAll("option"));
+    const session = document.createElement("optgroup");
+    session.label = "session protocol";
+    for (const name of models.session) {
+      const option = new Option(name, name);
+      option.dataset.protocol = "session";
+      session.append(option);
+    }
+    $("live-model").append(runTask, session);
+    $("live-model").value = "fun-asr-realtime";
+  }
   fill($("file-model"), pairs(models.file), "fun-asr");
   fill($("vocab-model"), pairs([...models.file, ...models.realtime]), "fun-asr");
 

@@ -65,11 +65,11 @@ async def asset(name: str) -> Response:
 
 @router.get("/console/api/models")
 async def models(request: Request) -> JSONResponse:
-    """Model names by use, without dated snapshots: ``realtime`` (run-task models taking the page's 16 kHz audio)
-    and ``file`` (file jobs)."""
+    """Model names by use, without dated snapshots: ``realtime`` (run-task models taking the page's 16 kHz audio),
+    ``session`` (Qwen-ASR models on the session protocol) and ``file`` (file jobs)."""
     services: Services = request.app.state.services
     catalog = services.catalog
-    by_mode: dict[str, list[str]] = {"realtime": [], "file": []}
+    by_mode: dict[str, list[str]] = {"realtime": [], "session": [], "file": []}
     for name in catalog.names():
         profile = catalog.resolve(name)
         if SNAPSHOT.search(name):
@@ -77,6 +77,8 @@ async def models(request: Request) -> JSONResponse:
         takes_16k = profile.sample_rates is None or 16000 in profile.sample_rates
         if profile.mode == "realtime" and profile.family not in ("qwen-asr", "qwen-omni") and takes_16k:
             by_mode["realtime"].append(name)
+        elif profile.mode == "realtime" and profile.family == "qwen-asr":
+            by_mode["session"].append(name)
         elif profile.mode == "file":
             by_mode["file"].append(name)
     return JSONResponse(by_mode)

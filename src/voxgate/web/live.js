@@ -12,6 +12,12 @@ function newTaskId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+function base64(buffer) {
+  let binary = "";
+  for (const byte of new Uint8Array(buffer)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
 function command(action, taskId, payload) {
   return JSON.stringify({ header: { action, task_id: taskId, streaming: "duplex" }, payload });
 }
@@ -101,7 +107,11 @@ export function setupLive(el) {
   }
 
   function sendFrame(pcm, capturedAt) {
-    state.socket.send(pcm);
+    if (state.options.session) {
+      state.socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(pcm) }));
+    } else {
+      state.socket.send(pcm);
+    }
     state.frameTimes.push(capturedAt);
     state.replay.push([pcm, capturedAt]);
   }
@@ -117,9 +127,27 @@ export function setupLive(el) {
   }
 
   // -- the task ----------------------------------------------------------------------------------
+  function sessionUpdate() {
+    const transcription = state.options.language ? { language: state.options.language } : {};
+    return JSON.stringify({
+      type: "session.update",
+      session: {
+        modalities: ["text"],
+        input_audio_format: "pcm",
+        sample_rate: 16000,
+        input_audio_transcription: transcription,
+        turn_detection: { type: "server_vad", silence_duration_ms: 800 },
+      },
+    });
+  }
+
   async function connect() {
     const credential = await websocketCredential();
-    const socket = openSocket("/api-ws/v1/inference", credential);
+    const session = state.options.session;
+    const path = session
+      ? `/api-ws/v1/realtime?model=${encodeURIComponent(state.options.model)}`
+      : "/api-ws/v1/inference";
+    const socket = openSocket(path, credential);
     const taskId = newTaskId();
     state.socket = socket;
     state.taskId = taskId;
@@ -128,9 +156,56 @@ export function setupLive(el) {
     state.replayStart = 0;
     let started = false;
     let opened = false;
+    const utterances = {}; // session protocol: item_id → {begin, end} from the VAD events
+
+    function onStarted() {
+      started = true;
+      state.attempts = 0;
+      const wasReconnect = state.phase === "reconnecting";
+      state.phase = "streaming";
+      setStatus(`Recording with ${state.options.model}…`);
+      if (wasReconnect) alertBox("Reconnected; captions continue.", "info");
+      for (const [pcm, at] of state.pending.splice(0)) sendFrame(pcm, at);
+    }
+
+    function onSessionEvent(message, resolve) {
+      const item = message.item_id ? (utterances[message.item_id] ||= {}) : {};
+      switch (message.type) {
+        case "session.created":
+          socket.send(sessionUpdate());
+          break;
+        case "session.updated":
+          if (!started) onStarted();
+          break;
+        case "input_audio_buffer.speech_started":
+          item.begin = message.audio_start_ms;
+          break;
+        case "input_audio_buffer.speech_stopped":
+          item.end = message.audio_end_ms;
+          break;
+        case "conversation.item.input_audio_transcription.text":
+          onSentence({ text: `${message.text || ""}${message.stash || ""}`, end_time: null });
+          break;
+        case "conversation.item.input_audio_transcription.completed": {
+          const end = item.end ?? state.frameTimes.length * FRAME_MS;
+          onSentence({ begin_time: item.begin ?? 0, end_time: end, text: message.transcript || "" });
+          break;
+        }
+        case "session.finished":
+          resolve("finished");
+          break;
+        case "error":
+          onFailed(message.error.code, message.error.message);
+          resolve("failed");
+          break;
+        default:
+      }
+    }
+
     state.finished = new Promise((resolve) => {
       socket.onopen = () => {
         opened = true;
+        if (session) return; // the server speaks first (session.created)
         socket.send(
           command("run-task", taskId, {
             task_group: "audio",
@@ -145,15 +220,13 @@ export function setupLive(el) {
       socket.onmessage = (event) => {
         if (typeof event.data !== "string") return;
         const message = JSON.parse(event.data);
+        if (session) {
+          onSessionEvent(message, resolve);
+          return;
+        }
         const header = message.header || {};
         if (header.event === "task-started") {
-          started = true;
-          state.attempts = 0;
-          const wasReconnect = state.phase === "reconnecting";
-          state.phase = "streaming";
-          setStatus(`Recording with ${state.options.model}…`);
-          if (wasReconnect) alertBox("Reconnected; captions continue.", "info");
-          for (const [pcm, at] of state.pending.splice(0)) sendFrame(pcm, at);
+          onStarted();
         } else if (header.event === "result-generated") {
           onSentence(message.payload.output.sentence);
         } else if (header.event === "task-finished") {
@@ -264,6 +337,7 @@ export function setupLive(el) {
   async function start() {
     state.options = {
       model: el.model.value,
+      session: el.model.selectedOptions[0]?.dataset.protocol === "session",
       language: el.language.value,
       vocabulary: el.vocab.value,
       diarization: el.diarization.checked,
@@ -301,7 +375,8 @@ export function setupLive(el) {
     stopAudio();
     setStatus("Finishing the last sentence…");
     if (wasStreaming && socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(command("finish-task", state.taskId, { input: {} }));
+      if (state.options.session) socket.send(JSON.stringify({ type: "session.finish" }));
+      else socket.send(command("finish-task", state.taskId, { input: {} }));
       await Promise.race([state.finished, new Promise((r) => setTimeout(r, 20000))]);
     }
     finish(true);
