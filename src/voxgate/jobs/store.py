@@ -369,8 +369,8 @@ class JobStore:
                     .values(
                         status=FAILED,
                         code=TOO_MANY_ATTEMPTS,
-                        message=f"recognition of this file was interrupted {max_attempts} times (the server "
-                        "stopped or crashed while on it); it is not retried again",
+                        message=f"the server died while recognizing this file {max_attempts} times; "
+                        "it is not retried again",
                     )
                 )
                 s.execute(update(FileRow).where(*interrupted).values(status=PENDING, processed_ms=0))
