@@ -149,6 +149,21 @@ def test_vocabularies_of_one_key_are_invisible_to_another(client: TestClient, tm
         headers=B,
     )
     assert sync.status_code == 400 and "vocabulary_id" in sync.json()["message"]
+    # ... nor its real-time streams (run-task over the WebSocket)
+    with client.websocket_connect("/api-ws/v1/inference", headers=B) as ws:
+        ws.send_json(
+            {
+                "header": {"action": "run-task", "task_id": "t-b", "streaming": "duplex"},
+                "payload": {
+                    "model": "fun-asr-realtime",
+                    "task": "asr",
+                    "parameters": {"format": "pcm", "sample_rate": 16000, "vocabulary_id": vocabulary_id},
+                    "input": {},
+                },
+            }
+        )
+        failed = ws.receive_json()["header"]
+        assert failed["event"] == "task-failed" and "vocabulary_id" in failed["error_message"]
     # A's vocabulary is untouched and applies to A's jobs
     items = _vocabulary(client, A, "query_vocabulary", vocabulary_id=vocabulary_id).json()["output"]["vocabulary"]
     assert [i["text"] for i in items] == ["Xylantrix"]

@@ -25,6 +25,7 @@ from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, StreamEvent
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling, VoxgateError
+from voxgate.jobs.store import owner_of
 from voxgate.params import AudioFormat, Flag, LanguageHints, RequestModel, SampleRate, language_code, parse
 from voxgate.services import Services
 
@@ -236,13 +237,13 @@ class RunTaskParameters(RequestModel):
         return value
 
 
-def _options(services: Services, params: RunTaskParameters, payload_input: Any) -> RecognitionOptions:
-    """The engine's options for a run-task (blocking: resolves the vocabulary in the store)."""
+def _options(services: Services, params: RunTaskParameters, payload_input: Any, owner: str) -> RecognitionOptions:
+    """The engine's options for a run-task (blocking: resolves the caller's vocabulary in the store)."""
     hints = params.language_hints
     return RecognitionOptions(
         language=hints[0] if hints else None,
         language_hints=hints,
-        hotwords=services.hotwords_for(params.vocabulary_id),
+        hotwords=services.hotwords_for(params.vocabulary_id, owner),
         context=context_text(payload_input),
         itn=params.inverse_text_normalization_enabled,
         disfluency_removal=params.disfluency_removal_enabled,
@@ -256,9 +257,10 @@ def _options(services: Services, params: RunTaskParameters, payload_input: Any) 
 class Connection:
     """One WebSocket connection: reads frames, runs tasks one after another."""
 
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    def __init__(self, websocket: WebSocket, services: Services, owner: str) -> None:
         self.websocket = websocket
         self.services = services
+        self.owner = owner  # vocabularies of other keys are not visible
         self.outbox = Outbox(websocket)
         self.task: RunTask | None = None
         self.last_task_id = ""
@@ -356,7 +358,7 @@ class Connection:
                 f"model {profile.name} accepts sample_rate {allowed} (got {rate})", param="sample_rate"
             )
         decoder = make_decoder(fmt, rate)
-        options = await asyncio.to_thread(_options, services, params, payload.get("input"))
+        options = await asyncio.to_thread(_options, services, params, payload.get("input"), self.owner)
         endpointing = Endpointing(
             silence_ms=params.max_sentence_silence,
             max_sentence_ms=10_000 if params.multi_threshold_mode_enabled else 15_000,
@@ -445,10 +447,11 @@ class Connection:
 
 async def _serve(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
-    if not await authenticate(websocket, services):
+    identity = await authenticate(websocket, services)
+    if identity is None:
         return
     await websocket.accept()
-    connection = Connection(websocket, services)
+    connection = Connection(websocket, services, owner_of(identity))
     try:
         await connection.serve()
     except Exception:  # a bug must not take the server down; the client sees the socket close

@@ -424,7 +424,7 @@ class Session:
 @router.websocket("/api-ws/v1/realtime")
 async def realtime(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
-    if not await authenticate(websocket, services):
+    if await authenticate(websocket, services) is None:
         return
     await websocket.accept()
     model = websocket.query_params.get("model") or ""

@@ -77,18 +77,17 @@ def refused(protocol: str) -> None:
     SESSIONS_REFUSED.labels(protocol, "capacity").inc()
 
 
-async def authenticate(websocket: WebSocket, services: Services) -> bool:
-    """Check the API key at the handshake; on failure answer HTTP 401 and return False."""
+async def authenticate(websocket: WebSocket, services: Services) -> str | None:
+    """Check the API key at the handshake: the caller's identity, or None after answering HTTP 401."""
     try:
-        check_key(services.settings, websocket.headers)
+        return check_key(services.settings, websocket.headers)
     except InvalidApiKey as exc:
         body = dashscope_error_body(exc.code, exc.message)
         try:
             await websocket.send_denial_response(JSONResponse(body, status_code=401))
         except RuntimeError:  # the server has no denial-response extension: plain refusal
             await websocket.close(code=1008, reason=exc.message)
-        return False
-    return True
+        return None
 
 
 class Outbox:
