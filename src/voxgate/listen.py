@@ -78,8 +78,9 @@ def inference_url(server: str) -> str:
 
 
 # -- audio sources ---------------------------------------------------------------------------------
-def file_frames(path: Path, speed: float = 1.0) -> Iterator[bytes]:
-    """16 kHz pcm16 frames of 100 ms decoded from any audio/video file, paced at ``speed`` × real time."""
+def file_frames(path: Path, speed: float = 1.0, stop: threading.Event | None = None) -> Iterator[bytes]:
+    """16 kHz pcm16 frames of 100 ms decoded from any audio/video file, paced at ``speed`` × real time,
+    until the file ends or ``stop`` is set."""
     from voxgate.audio.decode import iter_channel
     from voxgate.errors import VoxgateError
 
@@ -91,6 +92,8 @@ def file_frames(path: Path, speed: float = 1.0) -> Iterator[bytes]:
         for chunk in iter_channel(path, 0, chunk_seconds=5.0):
             pcm = (np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2")
             for start in range(0, pcm.shape[0], FRAME_SAMPLES):
+                if stop is not None and stop.is_set():
+                    return
                 frame = pcm[start : start + FRAME_SAMPLES]
                 due = started + sent / SAMPLE_RATE / speed
                 delay = due - time.monotonic()
@@ -344,11 +347,11 @@ def listen(
 ) -> list[Caption]:
     """Stream ``file`` (or the microphone until Ctrl-C) and return the final captions."""
     session = Session(options, console)
+    stop = threading.Event()  # Ctrl-C sets it: streaming stops, the last sentence still arrives
     if file is not None:
         if not file.is_file():
             raise ListenError(f"no such file: {file}")
-        return session.run(lambda: file_frames(file, speed))
-    stop = threading.Event()
+        return session.run(lambda: file_frames(file, speed, stop), stop)
     microphone = microphone_frames(stop, device)
     try:
         first = next(microphone)  # fails here, before connecting, when there is no input device

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import API_KEY, RunningServer, audio_file, wer
@@ -62,6 +64,27 @@ def test_listen_streams_a_file_and_prints_finals_in_order(server: RunningServer,
     again = listen(str(audio_file("beckett_16k.wav")), "--server", server.url, "--speed", "4", "-o", str(srt))
     assert again.returncode == 0, again.stderr
     assert srt.read_text().startswith("1\n00:00:0") and "fail better" in srt.read_text().lower()
+
+
+def test_ctrl_c_ends_the_stream_and_keeps_the_captions(server: RunningServer, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops streaming; the sentence in progress is still finished and written out."""
+    out = tmp_path / "partial.json"
+    env = {**os.environ, "DASHSCOPE_API_KEY": API_KEY}
+    args = ["listen", str(audio_file("two_cities_16k.wav")), "--server", server.url, "--language", "en", "-o", str(out)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voxgate.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    time.sleep(9)  # real-time pace: the first sentence (0.9-12.7 s) is being spoken
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    sentences = json.loads(out.read_text())["transcripts"][0]["sentences"]
+    assert len(sentences) == 1 and sentences[0]["end_time"] <= 9500, sentences
+    assert (
+        wer("It was the best of times, it was the worst of times, it was the age of wisdom", sentences[0]["text"])
+        <= 0.35
+    )
+    assert "wrote 1 sentences" in stderr and sentences[0]["text"] in stdout
 
 
 def test_listen_explains_missing_devices_servers_and_keys(server: RunningServer) -> None:
