@@ -503,14 +503,6 @@ def utterance_windows(audio: np.ndarray) -> np.ndarray:
     return embed_speech(audio, regions, denoise=False)[1]
 
 
-def utterance_embedding(audio: np.ndarray) -> np.ndarray | None:
-    """One L2-normalized embedding for a short utterance (mean of its windows); None if too short."""
-    windows = utterance_windows(audio)
-    if windows.shape[0] == 0:
-        return None
-    return _normalize(windows.mean(axis=0))
-
-
 class OnlineSpeakerLabeler:
     """Speaker ids for a live session, one finalized utterance at a time; a given id never changes.
 
