@@ -157,8 +157,8 @@ def use_sdk(server: RunningServer) -> None:
 
 @pytest.fixture(scope="module")
 def four_stream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """Headroom for four English streams (priced 0.2 core-s/s each until measured): a fifth is refused."""
-    running = start_server(tmp_path_factory.mktemp("four"), {"VOXGATE_REALTIME_CAPACITY": "0.9"})
+    """Headroom for four English streams (priced 0.3 core-s/s each until measured): a fifth is refused."""
+    running = start_server(tmp_path_factory.mktemp("four"), {"VOXGATE_REALTIME_CAPACITY": "1.3"})
     yield running
     stop_server(running)
 

@@ -33,10 +33,11 @@ from voxgate.engine.stream import (
 )
 from voxgate.engine.types import RecognitionOptions
 
-# Expected cost of a stream before its own is measured, in core-seconds per second of audio (2-core
-# measurements of real read speech: base finals on a short window, one interim per second).
-ENGLISH_PRIOR = 0.2  # tiny.en interims
-MULTILINGUAL_PRIOR = 0.45  # base interims
+# Expected cost of a stream before its own is measured, in core-seconds per second of audio (measured on
+# real read speech, 2 cores, one thread per decode: base finals on a short window cost 0.11-0.15, one
+# interim per second 0.1-0.15 with tiny.en and 0.3-0.4 with base).
+ENGLISH_PRIOR = 0.3  # tiny.en interims
+MULTILINGUAL_PRIOR = 0.55  # base interims
 EVENT_QUEUE_LIMIT = 1024
 NO_PARTIALS_MS = 10**9
 

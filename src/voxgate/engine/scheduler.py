@@ -161,6 +161,7 @@ class Scheduler:
         self._partials: OrderedDict[int, _Unit] = OrderedDict()
         self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
         self._files_running = 0
+        self._running = 0
         self._recent_final_waits: deque[tuple[float, float, int]] = deque(maxlen=RECENT_FINALS)
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -419,6 +420,7 @@ class Scheduler:
                     unit = self._next()
                 if unit is None:
                     return
+                self._running += 1
             started = time.perf_counter()
             waited = started - unit.queued
             try:
@@ -430,8 +432,18 @@ class Scheduler:
             elapsed = time.perf_counter() - started
             self._account(unit, waited, elapsed)
 
+    def _queued(self) -> bool:
+        return bool(self._finals or self._partials or any(self._bulk.values()))
+
+    @property
+    def idle(self) -> bool:
+        """True when a worker is free and nothing is queued."""
+        with self._cond:
+            return self._running < self.workers and not self._queued()
+
     def _account(self, unit: _Unit, waited: float, elapsed: float) -> None:
         with self._cond:
+            self._running -= 1
             stats = self.stats[unit.work]
             stats.done += 1
             stats.busy_s += elapsed

@@ -458,7 +458,8 @@ class RecognitionStream:
         if self.scheduler.finals_waiting:  # the decoders are behind: no work that may be thrown away
             return cfg.silence_ms
         predicted_ms = int((self._final_cost or DEFAULT_FINAL_COST) * 1000 * _ms(now - utt.start) / 1000)
-        return max(cfg.speculative_ms, min(cfg.silence_ms - 50, cfg.silence_ms - predicted_ms))
+        floor = cfg.speculative_ms // 2 if self.scheduler.idle else cfg.speculative_ms  # idle cores: waste is free
+        return max(floor, min(cfg.silence_ms - 50, cfg.silence_ms - predicted_ms))
 
     async def _deliver(
         self,
