@@ -183,3 +183,31 @@ def test_repeated_phrase_leaves_parallel_phrasing_alone() -> None:
     dickens = "It was the best of times, it was the worst of times. It was the age of wisdom, it was the age of"
     assert repeated_phrase(f"{dickens} foolishness.".split()) is None
     assert repeated_phrase(f"{dickens} foolishness. It was the best of times, it was".split()) == 24
+
+
+async def test_long_sentence_decodes_as_two_halves_side_by_side() -> None:
+    pause = np.zeros(RATE * 4 // 10, dtype=np.float32)  # shorter than the endpoint silence
+    talk = np.concatenate([speech("goforward.wav"), pause, speech("something.wav"), pause] * 2)
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), talk, np.zeros(4 * RATE, dtype=np.float32)])
+    engine = FakeEngine()
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    scheduler.start()
+    events: list[StreamEvent] = []
+
+    async def emit(event: StreamEvent) -> None:
+        events.append(event)
+
+    config = StreamConfig(silence_ms=3000, split_final_ms=4000, speculative_ms=0)
+    stream = RecognitionStream(engine, scheduler, scheduler.admit(0.1).key, emit, config)
+    try:
+        await stream.push(audio)
+        await stream.finish()
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1  # one sentence for the client ...
+    assert len(engine.finals) == 2  # ... decoded as two halves
+    (first_ms, first_len), (second_ms, _) = sorted(engine.finals)
+    assert second_ms == first_ms + first_len * 1000 // RATE  # the halves tile the sentence
+    sentence = finals[0].sentence
+    assert sentence is not None and sentence.text.count("utterance") == 2 and sentence.end_time > 10_000

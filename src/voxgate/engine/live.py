@@ -23,6 +23,7 @@ from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.scheduler import Ticket
 from voxgate.engine.stream import (
     SAMPLE_RATE,
+    SPLIT_FINAL_MS,
     Final,
     Interim,
     RecognitionStream,
@@ -98,6 +99,8 @@ async def open_stream(
         manual=endpointing.manual,
         max_sentence_ms=endpointing.max_sentence_ms,
         language=known,
+        # one utterance, one voice, one translation: labelled and translated whole
+        split_final_ms=0 if options.diarization or options.translate_finals else SPLIT_FINAL_MS,
     )
     if not endpointing.partials:
         config = replace(config, first_partial_ms=NO_PARTIALS_MS)

@@ -31,6 +31,7 @@ SAMPLE_RATE = 16_000
 FRAME = 512  # Silero VAD window (32 ms)
 CONTEXT = 64
 FRAME_MS = FRAME * 1000 // SAMPLE_RATE
+SPLIT_FINAL_MS = 8_000
 DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
 
@@ -103,6 +104,7 @@ class StreamConfig:
     partial_interval_ms: int = 500
     speculative_ms: int = 200  # earliest start of a speculative final, ms into the silence
     max_pending_finals: int = 4
+    split_final_ms: int = SPLIT_FINAL_MS  # longer sentences decode as two halves side by side (0 = never)
     language: str | None = None
 
 
@@ -377,7 +379,8 @@ class RecognitionStream:
             if utt.speculative is None and self._speculate_at_ms(utt, frame_end) <= silence_ms:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
                 audio = self._ring.slice(utt.start, end)
-                utt.speculative = (end, asyncio.ensure_future(self._decode_final(audio, utt.start, utt.last_speech)))
+                decode = self._decode_final(audio, utt.start, utt.last_speech, list(utt.probs))
+                utt.speculative = (end, asyncio.ensure_future(decode))
         if frame_end - utt.start >= _samples(cfg.max_sentence_ms):
             await self._force_cut(utt, frame_end)
 
@@ -428,7 +431,12 @@ class RecognitionStream:
                 self.speculative_abandoned += 1
             audio = self._ring.slice(utt.start, end)
             decode = asyncio.ensure_future(
-                self._decode_final(audio, utt.start, utt.last_speech if utt.voiced or not self.config.manual else None)
+                self._decode_final(
+                    audio,
+                    utt.start,
+                    utt.last_speech if utt.voiced or not self.config.manual else None,
+                    list(utt.probs),
+                )
             )
         previous = self._last_delivery
         task = asyncio.ensure_future(self._deliver(utt, decode, previous, _ms(utt.start), _ms(end)))
@@ -436,17 +444,43 @@ class RecognitionStream:
         self._finals.append(task)
 
     async def _decode_final(
-        self, audio: np.ndarray, start: int, speech_end: int | None
+        self, audio: np.ndarray, start: int, speech_end: int | None, probs: list[float]
     ) -> tuple[list[Sentence], str | None]:
         speech_end_s = (speech_end - start) / SAMPLE_RATE if speech_end is not None else None
         language = self.language
         began = time.perf_counter()
-        result = await self.scheduler.run_final(
-            self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s)
-        )
+        cut = self._split_point(audio, probs)
+        if cut is None:
+            result = await self.scheduler.run_final(
+                self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s)
+            )
+        else:  # a long sentence: its two halves, cut in a pause, decode side by side on two workers
+            rest_end = speech_end_s - cut / SAMPLE_RATE if speech_end_s is not None else None
+            first, second = await asyncio.gather(
+                self.scheduler.run_final(self.key, lambda: self.engine.final(audio[:cut], _ms(start), language)),
+                self.scheduler.run_final(
+                    self.key, lambda: self.engine.final(audio[cut:], _ms(start + cut), language, rest_end)
+                ),
+            )
+            result = (first[0] + second[0], first[1] or second[1])
         per_second = (time.perf_counter() - began) / max(1.0, audio.shape[0] / SAMPLE_RATE)
         self._final_cost = per_second if self._final_cost is None else 0.7 * self._final_cost + 0.3 * per_second
         return result
+
+    def _split_point(self, audio: np.ndarray, probs: list[float]) -> int | None:
+        """Where a sentence longer than ``split_final_ms`` may be cut for two side-by-side decodes: the
+        quietest VAD frame of its middle third, if that frame is a pause; None otherwise."""
+        cfg = self.config
+        if cfg.split_final_ms <= 0 or self.scheduler.workers < 2 or audio.shape[0] < _samples(cfg.split_final_ms):
+            return None
+        frames = min(len(probs), audio.shape[0] // FRAME)
+        if frames < 9:
+            return None
+        middle = np.asarray(probs[frames // 3 : 2 * frames // 3])
+        quietest = int(np.argmin(middle))
+        if middle[quietest] >= cfg.threshold - 0.15:
+            return None
+        return int((frames // 3 + quietest) * FRAME + FRAME // 2)
 
     def _speculate_at_ms(self, utt: _Utterance, now: int) -> int:
         """When to start a speculative final: late enough not to waste decodes on short pauses, early enough
