@@ -148,7 +148,9 @@ def test_openai_sdk_transcribes_real_speech_in_the_ga_shape(server: RunningServe
     ours = wer(TWO_CITIES, transcript)
     assert ours <= 0.08, transcript
     theirs = run_task_wer(server, pcm, TWO_CITIES)
-    assert ours <= theirs + 0.02, (ours, theirs, transcript)
+    # Same audio, same engine; the two runs may differ by a word or two where a decode's timing changes its
+    # prompt (the previous sentence), so the bound allows 3 words of 119.
+    assert ours <= theirs + 0.026, (ours, theirs, transcript)
 
 
 def test_raw_client_beta_shape_manual_turns_and_errors(server: RunningServer) -> None:

@@ -327,6 +327,7 @@ class WhisperStreamEngine:
         self._final_decoder = PartialDecoder(final_model)
         self.stats = {"fast_finals": 0, "retried_finals": 0, "full_finals": 0}
         self._previous: str | None = None  # the last final's text: decoding context, as batch decoding has
+        self._previous_end = 0
         # Live speaker labels: one incremental clusterer per session, so ids stay stable across sentences.
         self._speakers = OnlineSpeakerLabeler(max_speakers=options.speaker_count) if options.diarization else None
 
@@ -425,7 +426,9 @@ class WhisperStreamEngine:
         return sentences
 
     def _remember(self, sentences: list[Sentence]) -> list[Sentence]:
+        """The latest text in audio order becomes the next prompt (finals may complete out of order)."""
         text = " ".join(s.text for s in sentences).strip()
-        if text:
+        if text and sentences[-1].end_time >= self._previous_end:
             self._previous = text[-PREVIOUS_CHARS:]
+            self._previous_end = sentences[-1].end_time
         return sentences

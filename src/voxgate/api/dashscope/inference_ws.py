@@ -93,8 +93,6 @@ class RunTask:
         self.outbox = outbox
         self.decoder = decoder
         self.relay: Relay | None = None
-        self._ids: dict[int, int] = {}
-        self._next_id = 1
         self.samples = 0
         self.quiet_from = 0  # samples: where the current stretch without speech (or the last heartbeat) began
 
@@ -121,11 +119,11 @@ class RunTask:
         }
         self.outbox.put(_event(self.task_id, "result-generated", {"output": {"sentence": sentence}, "usage": None}))
 
-    def sentence_id(self, utterance: int) -> int:
-        if utterance not in self._ids:
-            self._ids[utterance] = self._next_id
-            self._next_id += 1
-        return self._ids[utterance]
+    @staticmethod
+    def sentence_id(utterance: int) -> int:
+        """The stream numbers its sentences 1, 2, ... in audio order; ids follow that order even when a
+        later sentence's interim is sent before an earlier sentence's final."""
+        return utterance
 
     @property
     def stream(self) -> LiveStream | None:
