@@ -4,6 +4,7 @@ SDK for both), context updates reaching full-window finals and translations (raw
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -149,6 +150,19 @@ class SdkStream:
         return " ".join(self.finals)
 
 
+def wait_for_open_sessions(server: RunningServer, count: int, *, at_most: bool = False) -> None:
+    """Until the server's /metrics shows at least (``at_most``: at most) ``count`` open run-task sessions."""
+    pattern = re.compile(r'^voxgate_realtime_sessions_open\{protocol="run-task"\} (\S+)$', re.M)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = pattern.search(httpx.get(server.url + "/metrics", headers=AUTH, timeout=10).text)
+        open_now = float(found.group(1)) if found else 0.0
+        if (open_now <= count) if at_most else (open_now >= count):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} sessions did not open")
+
+
 def use_sdk(server: RunningServer) -> None:
     dashscope.base_websocket_api_url = server.ws_url + "/api-ws/v1/inference"
     dashscope.base_http_api_url = server.url + "/api/v1"
@@ -168,23 +182,23 @@ def test_fifth_stream_is_refused_cleanly_and_the_four_are_unharmed(four_stream_s
     pcm = pcm_of(audio_file("goforward.wav")) + bytes(16000) + pcm_of(audio_file("something.wav")) + bytes(32000)
     streams = [SdkStream(pcm) for _ in range(4)]
     assert all(s.start() for s in streams)
-    refused = SdkStream(pcm)
-    refused.start()
-    deadline = time.monotonic() + 10
-    while not refused.errors and time.monotonic() < deadline:  # the SDK reports task-failed on its callback
-        time.sleep(0.1)
-    assert any("Throttling" in e and "capacity" in e for e in refused.errors), refused.errors
+    wait_for_open_sessions(four_stream_server, 4)  # the SDK's start() may return before task-started
+    refused = LiveClient(four_stream_server, pcm, language_hints=["en"])  # a fifth (raw run-task client)
+    refused.ws.close()
     threads = [threading.Thread(target=s.stream) for s in streams]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(180)
+    assert refused.started["event"] == "task-failed", refused.started
+    assert refused.started["error_code"] == "Throttling" and "capacity" in refused.started["error_message"]
     for stream in streams:
         assert stream.complete and not stream.errors, stream.errors
         assert wer(GO_SOMETHING, stream.text) <= 0.25, stream.text
-    again = SdkStream(pcm)  # the capacity comes back once they are done
-    assert again.start()
-    again.recognition.stop()
+    wait_for_open_sessions(four_stream_server, 0, at_most=True)
+    again = LiveClient(four_stream_server, pcm, language_hints=["en"])  # the capacity comes back
+    again.ws.close()
+    assert again.started["event"] == "task-started", again.started
 
 
 def test_file_job_and_live_stream_run_side_by_side(four_stream_server: RunningServer) -> None:
