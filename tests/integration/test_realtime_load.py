@@ -20,6 +20,7 @@ import websocket
 from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionResult, Transcription
 
 from tests.conftest import API_KEY, REFERENCES, RunningServer, audio_file, start_server, stop_server, synth, wer
+from tests.integration.test_realtime_runtask import run_task_message
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 GO_SOMETHING = REFERENCES["goforward.wav"] + " " + REFERENCES["something.wav"]
@@ -30,22 +31,6 @@ TWO_CITIES = REFERENCES["two_cities_16k.wav"]
 def pcm_of(path: Path) -> bytes:
     with wave.open(str(path), "rb") as handle:
         return handle.readframes(handle.getnframes())
-
-
-def run_task(task_id: str, **parameters: Any) -> str:
-    return json.dumps(
-        {
-            "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
-            "payload": {
-                "task_group": "audio",
-                "task": "asr",
-                "function": "recognition",
-                "model": "fun-asr-realtime",
-                "parameters": {"format": "pcm", "sample_rate": 16000, **parameters},
-                "input": {},
-            },
-        }
-    )
 
 
 def action(name: str, task_id: str, payload_input: dict[str, Any] | None = None) -> str:
@@ -65,7 +50,7 @@ class LiveClient:
         self.finals: list[str] = []
         self.events: list[dict[str, Any]] = []
         self.failure: dict[str, Any] | None = None
-        self.ws.send(run_task(self.task_id, **parameters))
+        self.ws.send(run_task_message(self.task_id, **parameters))
         self.started = json.loads(self.ws.recv())["header"]
 
     def stream(self, context: str | None = None) -> None:
