@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, field_validator
 
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, receive, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, StreamEvent
@@ -270,15 +270,13 @@ class Connection:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(self.websocket.receive(), idle)
+                    message = await receive(self.websocket, self.outbox, idle)
                 except TimeoutError:
                     if self.task is not None:
                         raise TaskFailed("CLIENT_ERROR", f"request timeout after {idle:g} seconds.") from None
                     await self.outbox.close(1000, "idle timeout")
                     return
-                if message["type"] == "websocket.disconnect":
-                    return
-                if self.outbox.overflowed or self.outbox.broken:
+                if message is None:
                     return
                 if message.get("bytes") is not None:
                     await self.on_audio(message["bytes"])

@@ -24,7 +24,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import BeforeValidator, Field
 
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, receive, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
@@ -234,12 +234,12 @@ class Session:
         try:
             while not self.finished:
                 try:
-                    message = await asyncio.wait_for(self.websocket.receive(), idle)
+                    message = await receive(self.websocket, self.outbox, idle)
                 except TimeoutError:
                     self.error("timeout", f"no client event for {idle:g} seconds; closing", kind="server_error")
                     await self.outbox.close(1000, "idle timeout")
                     return
-                if message["type"] == "websocket.disconnect" or self.outbox.overflowed or self.outbox.broken:
+                if message is None:
                     return
                 if message.get("text") is not None:
                     await self.on_text(message["text"])

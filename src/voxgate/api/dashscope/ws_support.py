@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
+from starlette.types import Message
 from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
@@ -75,6 +76,15 @@ class Relay:
 def refused(protocol: str) -> None:
     """Count a stream refused for want of capacity."""
     SESSIONS_REFUSED.labels(protocol, "capacity").inc()
+
+
+async def receive(websocket: WebSocket, outbox: Outbox, idle_s: float) -> Message | None:
+    """The client's next message; None once the client is gone or has stopped reading its events.
+    Raises ``TimeoutError`` after ``idle_s`` seconds without a message."""
+    message = await asyncio.wait_for(websocket.receive(), idle_s)
+    if message["type"] == "websocket.disconnect" or outbox.overflowed or outbox.broken:
+        return None
+    return message
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> str | None:

@@ -17,7 +17,6 @@ or the ``openai-insecure-api-key.<key>`` subprotocol browsers use.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -34,7 +33,7 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, Relay, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, receive, refused
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
@@ -269,12 +268,12 @@ class TranscriptionSession:
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(self.websocket.receive(), idle)
+                    message = await receive(self.websocket, self.outbox, idle)
                 except TimeoutError:
                     self.error(f"no client event for {idle:g} seconds; closing", code="session_expired")
                     await self.outbox.close(1000, "idle timeout")
                     return
-                if message["type"] == "websocket.disconnect" or self.outbox.overflowed or self.outbox.broken:
+                if message is None:
                     return
                 if message.get("text") is not None:
                     await self.on_text(message["text"])
