@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ffmpeg sox espeak-ng postgresql chromium libportaudio2
+APT_PACKAGES := ffmpeg sox espeak-ng postgresql chromium libportaudio2 redis-server nginx
 export VOXGATE_MODEL_DIR ?= $(HOME)/.cache/voxgate/models
 
 .PHONY: install system-deps serve test lint bench models clean
@@ -11,7 +11,8 @@ export VOXGATE_MODEL_DIR ?= $(HOME)/.cache/voxgate/models
 install: $(STAMP)
 
 system-deps:
-	@missing=""; for p in ffmpeg sox espeak-ng chromium; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in ffmpeg sox espeak-ng chromium redis-server; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
 	[ -n "$$(ls /usr/lib/*/libportaudio.so.2 /usr/lib/libportaudio.so.2 2>/dev/null)" ] || missing="$$missing libportaudio2"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,59 +11,14 @@ import httpx
 import pytest
 from dashscope.audio.asr import Transcription, VocabularyService
 
-from tests.conftest import API_KEY, RunningServer, audio_file, free_port, start_server, stop_server, wer
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise RuntimeError("PostgreSQL server binaries are required (make install installs postgresql)")
-    return found[-1]
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    if os.geteuid() != 0:
-        return args
-    runuser = shutil.which("runuser") or next(
-        (p for p in ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser") if os.path.exists(p)), None
-    )
-    if runuser is None:
-        raise RuntimeError("runuser (util-linux) is required to start PostgreSQL as root")
-    return [runuser, "-u", "postgres", "--", *args]
+from tests.cluster import postgres_database
+from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server, wer
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    # outside pytest's private (0700, root-owned) temp tree, so the postgres user can reach it
-    base = Path(tempfile.mkdtemp(prefix="voxgate-pg-"))
-    data = base / "data"
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    subprocess.run(
-        _as_postgres([_pg_bin("initdb"), "-D", str(data), "-U", "voxgate", "--auth=trust"]),
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        subprocess.run(
-            _as_postgres([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "voxgate", "voxgate"]),
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql+psycopg://voxgate@127.0.0.1:{port}/voxgate"
-    finally:
-        subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
