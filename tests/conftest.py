@@ -70,8 +70,14 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningServer:
-    """Start ``voxgate serve`` in a subprocess and wait for /health."""
+def start_server(
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    program: list[str] | None = None,
+) -> RunningServer:
+    """Start ``voxgate serve`` in a subprocess and wait for /health (``program``: the Python arguments that run
+    the CLI, ``-m voxgate.cli`` unless a test wraps it)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -88,7 +94,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: 
     log_path = data_dir / f"server-{port}.log"
     handle = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "voxgate.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *(program or ["-m", "voxgate.cli"]), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=handle,
         stderr=subprocess.STDOUT,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -38,6 +37,7 @@ TOO_LARGE = "InvalidFile.TooLarge"
 _AUDIO_CODES = {"too_long": TOO_LONG, "too_large": TOO_LARGE, "not_found": DOWNLOAD_FAILED}
 
 IDLE_POLL_S = 2.0
+ORPHAN_AGE_S = 3600.0  # a result file this old that no task holds is a crash leftover
 
 
 class _Canceled(Exception):
@@ -129,7 +129,23 @@ class JobExecutor:
         for path in paths:
             Path(path).unlink(missing_ok=True)
         self.store.expire_tasks_without_results(now - self.settings.result_retention_hours * 3600)
-        return len(paths)
+        return len(paths) + self._sweep_orphans(now)
+
+    def _sweep_orphans(self, now: float) -> int:
+        """Delete result files (whole or ``.part``) older than an hour that no task holds: what a crash between
+        writing a result and recording it leaves behind when the file is never retried."""
+        if not self.results_dir.is_dir():
+            return 0
+        old = [
+            p
+            for p in self.results_dir.iterdir()
+            if p.suffix in (".json", ".part") and p.stat().st_mtime < now - ORPHAN_AGE_S
+        ]
+        gone = self.store.unreferenced_tokens(p.stem for p in old)
+        orphans = [p for p in old if p.stem in gone]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        return len(orphans)
 
     # -- one task ---------------------------------------------------------------------------------
     def run_task(self, task_id: str) -> None:
@@ -183,7 +199,7 @@ class JobExecutor:
 
     def _run_file(self, task: TaskView, position: int, url: str, profile: EngineProfile, params: JobParameters) -> None:
         store = self.store
-        store.start_file(task.id, position)
+        token = store.start_file(task.id, position)
         fetched = None
         try:
             fetched = self.fetcher.fetch(url)
@@ -204,7 +220,7 @@ class JobExecutor:
                 max_duration_s=self.settings.max_file_duration_s,
                 max_bytes=self.settings.max_file_bytes,
             )
-            token, path = self._write_result(result, url, profile, params)
+            path = self._write_result(token, result, url, profile, params)
             expires = time.time() + self.settings.result_retention_hours * 3600
             duration = result.info.duration_ms or max((t.duration_ms for t in result.transcripts), default=0)
             if duration > 0:
@@ -239,12 +255,12 @@ class JobExecutor:
                 fetched.cleanup()
 
     def _write_result(
-        self, result: FileResult, url: str, profile: EngineProfile, params: JobParameters
-    ) -> tuple[str, Path]:
-        """Write one file's result JSON once, under an unguessable name."""
+        self, token: str, result: FileResult, url: str, profile: EngineProfile, params: JobParameters
+    ) -> Path:
+        """Write one file's result JSON under its unguessable token, atomically (a crash leaves either no file
+        or a whole one; the retry after a crash overwrites the same name)."""
         words = params.enable_words or profile.family != "qwen-asr"
         body = file_result_json(result, url, family=profile.family, words=words)
-        token = secrets.token_urlsafe(24)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / f"{token}.json"
         partial = path.with_suffix(".part")
@@ -253,4 +269,4 @@ class JobExecutor:
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
-        return token, path
+        return path

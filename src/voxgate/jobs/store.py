@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from voxgate.engine.types import Hotword
@@ -121,6 +121,15 @@ class VocabularyRow(Base):
     items: Mapped[str] = mapped_column(Text)  # JSON list of {"text","weight","lang"?}
     created: Mapped[float] = mapped_column(Float)
     modified: Mapped[float] = mapped_column(Float)
+
+
+class SecretRow(Base):
+    """Random secrets every process on this database shares (upload policy signing, temporary keys)."""
+
+    __tablename__ = "shared_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
 
 
 # -- plain snapshots handed to callers --------------------------------------------------------------
@@ -258,8 +267,6 @@ class JobStore:
                 "with an empty one"
             ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._vocab_cache: dict[str, tuple[str, list[Hotword] | None]] = {}
-        self._vocab_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -394,14 +401,28 @@ class JobStore:
                 s.execute(update(TaskRow).where(TaskRow.id.in_(ids), TaskRow.status == RUNNING).values(status=PENDING))
             return ids
 
-    def start_file(self, task_id: str, position: int) -> None:
-        """Mark a file RUNNING and count the attempt (read by :meth:`requeue_interrupted`)."""
+    def start_file(self, task_id: str, position: int) -> str:
+        """Mark a file RUNNING, count the attempt (read by :meth:`requeue_interrupted`) and return the file's
+        result token: chosen at the first attempt and kept, so a file recognized again after a crash writes its
+        result to the same place instead of leaving a second copy."""
         with self._session() as s:
+            token = s.scalar(
+                select(FileRow.result_token).where(FileRow.task_id == task_id, FileRow.position == position)
+            )
+            token = token or secrets.token_urlsafe(24)
             s.execute(
                 update(FileRow)
                 .where(FileRow.task_id == task_id, FileRow.position == position)
-                .values(status=RUNNING, processed_ms=0, code=None, message=None, attempts=FileRow.attempts + 1)
+                .values(
+                    status=RUNNING,
+                    processed_ms=0,
+                    code=None,
+                    message=None,
+                    attempts=FileRow.attempts + 1,
+                    result_token=token,
+                )
             )
+            return token
 
     def file_progress(self, task_id: str, position: int, processed_ms: int, duration_ms: int | None = None) -> None:
         values: dict[str, Any] = {"processed_ms": processed_ms}
@@ -429,7 +450,7 @@ class JobStore:
         with self._session() as s:
             if result is not None:
                 token, path, expires = result
-                s.add(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
+                s.merge(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
                 values["result_token"] = token
             s.execute(update(FileRow).where(FileRow.task_id == task_id, FileRow.position == position).values(**values))
 
@@ -487,6 +508,22 @@ class JobStore:
                     s.execute(delete(TaskRow).where(TaskRow.id.in_(gone), TaskRow.status.in_(TERMINAL)))
             return paths
 
+    def unreferenced_tokens(self, tokens: Iterable[str]) -> set[str]:
+        """Those of ``tokens`` that neither a served result nor an unfinished file holds."""
+        wanted = set(tokens)
+        if not wanted:
+            return set()
+        with self._session() as s:
+            served = set(s.scalars(select(ResultRow.token).where(ResultRow.token.in_(wanted))).all())
+            pending = set(
+                s.scalars(
+                    select(FileRow.result_token).where(
+                        FileRow.result_token.in_(wanted), FileRow.status.not_in(TERMINAL)
+                    )
+                ).all()
+            )
+        return wanted - served - pending
+
     def expire_tasks_without_results(self, older_than: float) -> int:
         """Forget finished tasks without result files that ended before ``older_than``."""
         with self._session() as s:
@@ -519,7 +556,6 @@ class JobStore:
                     modified=now,
                 )
             )
-        self._forget(vocabulary_id)
 
     def get_vocabulary(self, vocabulary_id: str, owner: str | None = None) -> VocabularyView | None:
         with self._session() as s:
@@ -549,7 +585,6 @@ class JobStore:
                 .where(VocabularyRow.id == vocabulary_id, VocabularyRow.owner == owner)
                 .values(items=json.dumps(items, ensure_ascii=False), modified=time.time())
             )
-        self._forget(vocabulary_id)
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def delete_vocabulary(self, vocabulary_id: str, *, owner: str) -> bool:
@@ -557,33 +592,33 @@ class JobStore:
             done = s.execute(
                 delete(VocabularyRow).where(VocabularyRow.id == vocabulary_id, VocabularyRow.owner == owner)
             )
-        self._forget(vocabulary_id)
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def hotwords(self, vocabulary_id: str, owner: str | None = None) -> list[Hotword] | None:
         """The :class:`VocabularyLookup` protocol: hotwords of a vocabulary (None when missing or, with
-        ``owner``, when another key owns it), cached until it changes."""
-        with self._vocab_lock:
-            cached = self._vocab_cache.get(vocabulary_id)
-        if cached is None:
-            view = self.get_vocabulary(vocabulary_id)
-            cached = (
-                (
-                    view.owner,
-                    [Hotword(text=i["text"], weight=int(i.get("weight", 4)), lang=i.get("lang")) for i in view.items],
-                )
-                if view is not None
-                else ("", None)
-            )
-            with self._vocab_lock:
-                if len(self._vocab_cache) > 1024:
-                    self._vocab_cache.clear()
-                self._vocab_cache[vocabulary_id] = cached
-        found_owner, words = cached
-        if words is None or (owner is not None and found_owner != owner):
+        ``owner``, when another key owns it). Read from the database at each call (one primary-key lookup, no
+        per-process cache), so a vocabulary created, updated or deleted through any node applies everywhere
+        from the next request on."""
+        view = self.get_vocabulary(vocabulary_id, owner)
+        if view is None:
             return None
-        return list(words)
+        return [Hotword(text=i["text"], weight=int(i.get("weight", 4)), lang=i.get("lang")) for i in view.items]
 
-    def _forget(self, vocabulary_id: str) -> None:
-        with self._vocab_lock:
-            self._vocab_cache.pop(vocabulary_id, None)
+    # -- shared secrets ---------------------------------------------------------------------------
+    def shared_secret(self, name: str) -> str:
+        """The random secret (64 hex digits) stored as ``name``: created by the first process that asks, the
+        same for every process on this database (a simultaneous first start settles on one row)."""
+        with self._session() as s:
+            row = s.get(SecretRow, name)
+            if row is not None:
+                return row.value
+        try:
+            with self._session() as s:
+                s.add(SecretRow(name=name, value=secrets.token_hex(32)))
+        except IntegrityError:
+            pass  # another process created it first: read theirs
+        with self._session() as s:
+            row = s.get(SecretRow, name)
+            if row is None:
+                raise RuntimeError(f"the shared secret {name!r} could not be stored")
+            return row.value
