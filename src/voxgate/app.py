@@ -14,6 +14,7 @@ from types import ModuleType
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from voxgate.api import temporary_keys
 from voxgate.api.auth import RateLimiter
 from voxgate.api.body import install_request_schemas
 from voxgate.api.errors import install_error_handlers
@@ -90,10 +91,12 @@ async def opened(services: Services) -> AsyncIterator[None]:
     in reverse order. A database that cannot be opened stops the start with its error."""
     settings = services.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    services.upload_signer = await asyncio.to_thread(UploadSigner.load, settings.data_dir)
     store = await asyncio.to_thread(JobStore, settings.resolved_database_url())
     services.store = store
     services.vocabularies = store
+    services.upload_signer = await asyncio.to_thread(UploadSigner.from_store, store)
+    if "token_secret" not in settings.model_fields_set:  # not configured: the one every node on the store shares
+        settings.token_secret = await asyncio.to_thread(store.shared_secret, temporary_keys.SIGNING_SECRET)
     executor = JobExecutor(store, services)
     await asyncio.to_thread(executor.start)
     services.executor = executor

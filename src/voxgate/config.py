@@ -82,14 +82,26 @@ class Settings(BaseSettings):
 
     token_secret: str = Field(
         default_factory=lambda: secrets.token_hex(32),
-        description="Secret signing temporary keys (st- tokens); default: random at each start. Set the same value "
-        "on every node for tokens valid across nodes and restarts.",
+        description="Secret signing temporary keys (st- tokens); default: a random one kept in the job database, "
+        "shared by every node on it (tokens hold across nodes and restarts).",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding the per-key rate limits of every API node (redis://host:6379/1); default: "
+        "broker_url when it is a Redis URL; neither: each node limits on its own, in memory.",
     )
     metrics_public: bool = Field(False, description="Serve GET /metrics without an API key.")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or one JSON object each.")
 
     def api_key_set(self) -> set[str]:
         return {k.strip() for k in self.api_keys.split(",") if k.strip()}
+
+    def rate_limit_redis_url(self) -> str | None:
+        """Where the rate limits are shared: ``redis_url``, else a Redis ``broker_url``, else nowhere (None)."""
+        if self.redis_url:
+            return self.redis_url
+        broker: str | None = getattr(self, "broker_url", None)
+        return broker if broker and broker.startswith(("redis://", "rediss://", "unix://")) else None
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'voxgate.db'}"

@@ -11,18 +11,21 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import os
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from voxgate.config import Settings
 from voxgate.errors import InvalidParameter, UploadMissing
 
+if TYPE_CHECKING:
+    from voxgate.jobs.store import JobStore
+
 KEY_PREFIX = "dashscope-instant"
+SIGNING_SECRET = "upload-policy"  # name of the policy signing key in the job store's shared secrets
 MAX_KEY_CHARS = 1024
 
 
@@ -83,23 +86,15 @@ def resolve_oss(settings: Settings, url: str, *, owner: str | None = None, param
 
 @dataclass(frozen=True)
 class UploadSigner:
-    """Signs upload policies with a key shared by every process through ``data_dir/upload-policy.key``."""
+    """Signs upload policies with a key every process on the job database shares, so a policy handed out by one
+    API node is accepted by any other (the uploaded file itself lands in the shared ``data_dir``)."""
 
     secret: bytes
 
     @classmethod
-    def load(cls, data_dir: Path) -> UploadSigner:
-        """The signing key of ``data_dir``, created on first use (blocking: call from a worker thread)."""
-        path = data_dir / "upload-policy.key"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(bytes.fromhex(path.read_text().strip()))
-        secret = secrets.token_bytes(32)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret.hex())
-        return cls(secret)
+    def from_store(cls, store: JobStore) -> UploadSigner:
+        """The signing key kept in ``store`` (created on first use; blocking: call from a worker thread)."""
+        return cls(bytes.fromhex(store.shared_secret(SIGNING_SECRET)))
 
     def sign(self, policy: str) -> str:
         return base64.b64encode(hmac.new(self.secret, policy.encode(), hashlib.sha1).digest()).decode()

@@ -37,6 +37,7 @@ from voxgate.engine.catalog import Catalog
 from voxgate.engine.scheduler import ThreadPlan
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling, UploadDenied
+from voxgate.jobs.store import JobStore
 from voxgate.uploads import UploadSigner, key_path, owns, resolve_oss
 
 
@@ -87,7 +88,9 @@ def _form(**fields: str) -> MultipartForm:
 
 def test_upload_policy_signature_and_prefix(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    services: Any = SimpleNamespace(settings=settings, signer=lambda: UploadSigner.load(tmp_path))
+    database = f"sqlite:///{tmp_path / 'jobs.db'}"
+    signer = UploadSigner.from_store(JobStore(database))
+    services: Any = SimpleNamespace(settings=settings, signer=lambda: signer)
     policy = make_policy(services, "http://host/api/v1/uploads", "owner1")
     assert policy["upload_dir"].startswith("dashscope-instant/owner1/")
     key = policy["upload_dir"] + "/a.wav"
@@ -101,8 +104,9 @@ def test_upload_policy_signature_and_prefix(tmp_path: Path) -> None:
     forged = base64.b64encode(json.dumps(document).encode()).decode()
     with pytest.raises(UploadDenied):
         check_policy(services, _form(policy=forged, Signature=policy["signature"], key="dashscope-instant/x/a"))
-    # another process with the same data_dir shares the signing key
-    other: Any = SimpleNamespace(settings=settings, signer=lambda: UploadSigner.load(tmp_path))
+    # another process on the same job database shares the signing key
+    other_signer = UploadSigner.from_store(JobStore(database))
+    other: Any = SimpleNamespace(settings=settings, signer=lambda: other_signer)
     assert check_policy(other, _form(policy=policy["policy"], Signature=policy["signature"], key=key)) == key
 
 

@@ -2,8 +2,9 @@
 
 A token is ``st-<payload>.<signature>``: the payload (base64url JSON) holds the expiry and who issued it,
 the signature is an HMAC-SHA256 of the payload under ``Settings.token_secret``. Nothing is stored: any
-server holding the same secret accepts the token until it expires, and a random secret (the default)
-means tokens end with the process.
+server holding the same secret accepts the token until it expires. Unless configured, the secret is a random
+one kept in the job database (:data:`SIGNING_SECRET`), so every node on that database, and a restarted one,
+accepts the tokens of the others.
 
 With API keys configured the payload names the issuing key only by a keyed digest (the key itself never
 leaves the server) and the token is accepted only while that key is still configured. Without keys (loopback
@@ -21,6 +22,7 @@ import time
 from voxgate.errors import InvalidApiKey
 
 TOKEN_PREFIX = "st-"
+SIGNING_SECRET = "temporary-keys"  # name of the signing secret in the job store's shared secrets
 MIN_LIFETIME_S = 1
 MAX_LIFETIME_S = 1800
 DEFAULT_LIFETIME_S = 60
