@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import API_KEY, RunningServer, audio_file, start_server, stop_server
 
@@ -18,6 +19,7 @@ SUBMIT = "/api/v1/services/audio/asr/transcription"
 CUSTOMIZATION = "/api/v1/services/audio/asr/customization"
 FILES = ("beckett_16k.wav", "endgame_nagg_nell_16k.wav", "goforward.wav")
 ENV = {"VOXGATE_SUBMIT_RPS": "0", "VOXGATE_QUERY_RPS": "0"}
+KILLING_SERVER = Path(__file__).with_name("server_killed_while_writing.py")
 
 
 def _kill(server: RunningServer) -> None:
@@ -153,5 +155,35 @@ def test_sigkill_during_vocabulary_writes(tmp_path: Path) -> None:
             assert len(items) == 40, "no vocabulary is half written"
             if vocabulary_id in acknowledged:
                 assert items[0]["text"] == f"Term{acknowledged[vocabulary_id]}x0"
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.parametrize("stage", ["before-rename", "after-rename"])
+def test_sigkill_while_a_result_is_written(tmp_path: Path, stage: str) -> None:
+    """The server dies exactly while writing the first file's result (whole ``.part`` not yet renamed, or the
+    result in place but not yet recorded): after a restart the job completes with one result per file, no
+    leftovers, and the same transcript as a job never interrupted."""
+    data = tmp_path / "data"
+    files = ("goforward.wav", "something.wav")
+    killing = start_server(data, {**ENV, "KILL_AT_RESULT_STAGE": stage}, program=[str(KILLING_SERVER)])
+    try:
+        task_id = _submit(killing, files)
+        killing.process.wait(timeout=120)  # it kills itself at the first result write
+        assert killing.process.returncode == -signal.SIGKILL
+        left = sorted(p.suffix for p in (data / "results").iterdir())
+        assert left == ([".part"] if stage == "before-rename" else [".json"]), left
+    finally:
+        stop_server(killing)
+    server = start_server(data, ENV)
+    try:
+        done = _wait(server, task_id)
+        assert done["task_status"] == "SUCCEEDED"
+        assert [r["subtask_status"] for r in done["results"]] == ["SUCCEEDED"] * 2
+        names = sorted(p.name for p in (data / "results").iterdir())
+        assert len(names) == 2 and all(n.endswith(".json") for n in names), f"one whole result per file: {names}"
+        served = {r["transcription_url"].rsplit("/", 1)[1] for r in done["results"]}
+        assert served == set(names), "the served results are exactly the files on disk"
+        assert _texts(done) == _texts(_wait(server, _submit(server, files)))
     finally:
         stop_server(server)

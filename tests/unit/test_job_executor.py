@@ -3,6 +3,7 @@ tests/integration/test_file_jobs.py)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -267,3 +268,22 @@ def test_graceful_stop_does_not_count_as_an_attempt(tmp_path: Path) -> None:
     executor.run_task("t")
     done = store.get_task("t")
     assert done is not None and done.status == SUCCEEDED and recognizer.calls == ["f1.wav"]
+
+
+def test_result_files_no_task_holds_are_swept_once_old(tmp_path: Path) -> None:
+    executor, store, _ = _executor(tmp_path)
+    store.create_task("t", owner="o", model="fun-asr", family="fun-asr", parameters={}, file_urls=_files(tmp_path, 2))
+    running = store.start_file("t", 0)  # being recognized: its token is held
+    assert store.start_file("t", 0) == running, "a retry keeps the file's token"
+    results = tmp_path / "results"
+    results.mkdir()
+    held = results / f"{running}.part"
+    orphans = [results / "crash-leftover.json", results / "crash-leftover.part"]
+    fresh = results / "just-written.json"
+    for path in (held, *orphans, fresh):
+        path.write_text("{}")
+    hour_ago = time.time() - 2 * 3600
+    for path in (held, *orphans):
+        os.utime(path, (hour_ago, hour_ago))
+    assert executor.cleanup() == 2
+    assert sorted(p.name for p in results.iterdir()) == sorted([held.name, fresh.name])
