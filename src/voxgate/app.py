@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from voxgate.api import temporary_keys
-from voxgate.api.auth import RateLimiter
 from voxgate.api.body import install_request_schemas
 from voxgate.api.errors import install_error_handlers
 from voxgate.api.middleware import RequestContextMiddleware
+from voxgate.api.shared_limits import rate_limiter_for
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.recognizer import EngineConfig, Recognizer
@@ -70,7 +70,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         catalog=Catalog(settings.model_profiles),
         recognizer=Recognizer(engine),
-        rate_limiter=RateLimiter(),
+        rate_limiter=rate_limiter_for(settings.rate_limit_redis_url()),
     )
 
 

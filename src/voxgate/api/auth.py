@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -81,7 +82,12 @@ class RateLimiter:
             while len(self._buckets) > self._max_buckets:
                 self._buckets.popitem(last=False)
         if not allowed:
-            raise Throttling(f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later.")
+            raise over_limit(rate, bucket)
+
+
+def over_limit(rate: float, bucket: str) -> Throttling:
+    """The error of a call over its rate limit."""
+    return Throttling(f"Requests rate limit exceeded ({rate:g}/s for {bucket}), please try again later.")
 
 
 def require_key(bucket: str | None = None) -> Callable[[Request], Coroutine[Any, Any, str]]:
@@ -92,7 +98,11 @@ def require_key(bucket: str | None = None) -> Callable[[Request], Coroutine[Any,
         key = check_key(services.settings, request.headers)
         if bucket is not None:
             rate = getattr(services.settings, f"{bucket}_rps", 0.0)
-            services.rate_limiter.hit(rate_key(services.settings, key), bucket, rate)
+            limiter = services.rate_limiter
+            if isinstance(limiter, RateLimiter):  # in memory: no waiting
+                limiter.hit(rate_key(services.settings, key), bucket, rate)
+            else:  # shared (Redis): a network round trip, off the event loop
+                await asyncio.to_thread(limiter.hit, rate_key(services.settings, key), bucket, rate)
         return key
 
     return dependency
