@@ -92,6 +92,8 @@ def iter_channel(
                 f"channel_id {channel} does not exist: the audio has {channels} channel(s)",
                 param="channel_id",
             )
+        if max_duration_s:
+            _refuse_declared_over(container, stream, source, max_duration_s)
         layout = stream.codec_context.layout.name if channels > 2 else ("stereo" if channels == 2 else "mono")
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
         chunk_samples = int(chunk_seconds * SAMPLE_RATE)
@@ -107,12 +109,7 @@ def iter_channel(
                     data = out.to_ndarray()[channel]
                     total += data.shape[0]
                     if max_samples is not None and total > max_samples:
-                        raise AudioError(
-                            f"the audio is longer than the {max_duration_s / 3600:g} h limit"
-                            if max_duration_s and max_duration_s >= 3600
-                            else f"the audio is longer than the {max_duration_s:g} s limit",
-                            reason="too_long",
-                        )
+                        raise AudioError(f"the audio is longer than {_limit_text(max_duration_s)}", reason="too_long")
                     pending.append(data)
                     pending_len += data.shape[0]
                     if pending_len >= chunk_samples:
@@ -145,6 +142,36 @@ def iter_channel(
             yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
     finally:
         container.close()
+
+
+def _limit_text(max_duration_s: float | None) -> str:
+    limit = max_duration_s or 0.0
+    return f"the {limit / 3600:g} h limit" if limit >= 3600 else f"the {limit:g} s limit"
+
+
+def _hours_or_seconds(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+# A header's duration may be an estimate (FFmpeg derives MP3/ADTS durations from size and bit rate): refuse up
+# front only when it is clearly over; the count of decoded samples catches the rest while reading.
+DECLARED_MARGIN = 1.05
+
+
+def _refuse_declared_over(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    source: Source,
+    max_duration_s: float,
+) -> None:
+    """Refuse before decoding a file whose header says it is far over the duration limit (a small compressed
+    file can decode to many hours)."""
+    declared = _declared_seconds(container, stream, source)
+    if declared is None and container.duration is not None:
+        declared = container.duration / 1_000_000
+    if declared is not None and declared > max_duration_s * DECLARED_MARGIN:
+        over = f"the audio is longer than {_limit_text(max_duration_s)}"
+        raise AudioError(f"{over}: its header declares {_hours_or_seconds(declared)}", reason="too_long")
 
 
 def _declared_seconds(
