@@ -453,18 +453,12 @@ class DiarizationTrack:
         offset_samples: int,
         speech: Sequence[dict[str, Any]] | Sequence[tuple[int, int]] | None = None,
     ) -> None:
-        """Embed the speech in ``audio`` (16 kHz float32) that starts ``offset_samples`` into the stream.
+        """Embed the speech in ``audio`` (16 kHz float32) that starts ``offset_samples`` into the stream
+        (see :func:`embed_block`)."""
+        self.add_embedded(*embed_block(audio, offset_samples, speech))
 
-        ``speech``: VAD runs of ``audio`` (``{"start", "end"}`` dicts or pairs, in samples); found here
-        when not given.
-        """
-        if speech is None:
-            regions = speech_regions(audio)
-        else:
-            regions = [
-                (int(r["start"]), int(r["end"])) if isinstance(r, dict) else (int(r[0]), int(r[1])) for r in speech
-            ]
-        spans, embeddings = embed_speech(audio, regions, offset_samples)
+    def add_embedded(self, spans: np.ndarray, embeddings: np.ndarray) -> None:
+        """Add one block's windows as :func:`embed_block` returned them (e.g. embedded on another node)."""
         self._spans.append(spans)
         self._embeddings.append(embeddings)
 
@@ -483,6 +477,23 @@ class DiarizationTrack:
     def label(self, sentences: Sequence[Sentence]) -> list[Sentence]:
         spans, labels = self.speakers()
         return label_sentences(sentences, spans, labels)
+
+
+def embed_block(
+    audio: np.ndarray,
+    offset_samples: int,
+    speech: Sequence[dict[str, Any]] | Sequence[tuple[int, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window spans (ms) and embeddings of one block's speech, for :meth:`DiarizationTrack.add_embedded`.
+
+    ``speech``: VAD runs of ``audio`` (``{"start", "end"}`` dicts or pairs, in samples); found here when not
+    given.
+    """
+    if speech is None:
+        regions = speech_regions(audio)
+    else:
+        regions = [(int(r["start"]), int(r["end"])) if isinstance(r, dict) else (int(r[0]), int(r[1])) for r in speech]
+    return embed_speech(audio, regions, offset_samples)
 
 
 def diarize(

@@ -15,7 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,40 @@ FILE_VAD = VadOptions(min_silence_duration_ms=500, speech_pad_ms=300, max_speech
 
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # one decoder window
+
+
+@dataclass(slots=True)
+class FileBlock:
+    """One VAD-aligned block of a file channel: its audio, where it starts, its VAD speech runs."""
+
+    offset: int  # samples of the channel before audio[0]
+    audio: np.ndarray  # 16 kHz float32
+    speech: list[dict[str, int]]  # speech runs starting in the block (samples from audio[0]; may end past it)
+
+    @property
+    def end(self) -> int:
+        return self.offset + int(self.audio.shape[0])
+
+    @property
+    def speech_samples(self) -> int:
+        return sum(min(seg["end"], self.audio.shape[0]) - seg["start"] for seg in self.speech)
+
+
+def _cut_block(buffer: np.ndarray, offset: int, *, final: bool) -> tuple[FileBlock, np.ndarray]:
+    """The next block of ``buffer`` (cut in a silence unless ``final``) and the rest, carried over."""
+    speech = get_speech_timestamps(buffer, FILE_VAD)
+    cut = buffer.shape[0]
+    if not final:
+        guard = int(TAIL_GUARD_SECONDS * SAMPLE_RATE)
+        cut = max(0, buffer.shape[0] - guard)
+        for seg in speech:
+            if seg["end"] > cut:
+                cut = min(cut, seg["start"])
+                break
+        if cut < SAMPLE_RATE:  # one unbroken speech run: cut at the block end anyway
+            cut = buffer.shape[0] - guard
+    kept = [seg for seg in speech if seg["start"] < cut]
+    return FileBlock(offset, buffer[:cut], kept), buffer[cut:].copy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,55 +225,69 @@ class Recognizer:
         max_duration_s: float | None,
         max_bytes: int | None,
     ) -> Transcript:
-        name = self.engine_model(profile, options)
-        model = self.model(name)
-        block_samples = int(BLOCK_SECONDS * SAMPLE_RATE)
-        guard = int(TAIL_GUARD_SECONDS * SAMPLE_RATE)
-        buffer = np.zeros(0, dtype=np.float32)
-        buffer_offset = 0  # samples of the channel before buffer[0]
         language: str | None = options.language
         sentences: list[Sentence] = []
         speech_samples = 0
+        total = 0
         track = diarize.DiarizationTrack(options.speaker_count) if options.diarization else None
-
-        def run(final: bool) -> None:
-            nonlocal buffer, buffer_offset, language, speech_samples
-            speech = get_speech_timestamps(buffer, FILE_VAD)
-            cut = buffer.shape[0]
-            if not final:
-                cut = max(0, buffer.shape[0] - guard)
-                for seg in speech:
-                    if seg["end"] > cut:
-                        cut = min(cut, seg["start"])
-                        break
-                if cut < SAMPLE_RATE:  # one unbroken speech run: cut at the block end anyway
-                    cut = buffer.shape[0] - guard
-            kept = [seg for seg in speech if seg["start"] < cut]
-            if kept:
-                speech_samples += sum(min(seg["end"], cut) - seg["start"] for seg in kept)
+        for block in self.file_blocks(source, channel, max_duration_s=max_duration_s, max_bytes=max_bytes):
+            if block.speech:
+                speech_samples += block.speech_samples
                 if language is None:
-                    language = self._language(model, buffer[:cut], options, WorkClass.FILE, speech=kept)
-                offset_ms = round(buffer_offset * 1000 / SAMPLE_RATE)
-                sentences.extend(
-                    self._decode_block(name, buffer[:cut], options, profile, language, offset_ms, WorkClass.FILE)
-                )
+                    language = self.block_language(profile, options, block)
+                sentences.extend(self.decode_file_block(profile, options, language, block))
                 if track is not None:
-                    track.add(buffer[:cut], buffer_offset)
-            buffer_offset += cut
-            buffer = buffer[cut:].copy()
+                    track.add(block.audio, block.offset)
+            total = block.end
             release_freed_memory()
             if progress:
-                progress(buffer_offset / SAMPLE_RATE)
+                progress(total / SAMPLE_RATE)
+        return self.finish_channel(channel, sentences, options, language, total, speech_samples, track)
 
+    # -- the steps of a file channel (also run one block per task by the distributed job backend) ------
+    def file_blocks(
+        self, source: Source, channel: int, *, max_duration_s: float | None = None, max_bytes: int | None = None
+    ) -> Iterator[FileBlock]:
+        """Cut one channel of a file into VAD-aligned blocks of about :data:`BLOCK_SECONDS`, in order: each
+        block ends in a silence (speech running into the block end is carried into the next block)."""
+        block_samples = int(BLOCK_SECONDS * SAMPLE_RATE)
+        buffer = np.zeros(0, dtype=np.float32)
+        offset = 0  # samples of the channel before buffer[0]
         for chunk in iter_channel(
             source, channel, chunk_seconds=30.0, max_duration_s=max_duration_s, max_bytes=max_bytes
         ):
             buffer = np.concatenate([buffer, chunk]) if buffer.size else chunk
             if buffer.shape[0] >= block_samples:
-                run(final=False)
-        total = buffer_offset + buffer.shape[0]
+                block, buffer = _cut_block(buffer, offset, final=False)
+                offset = block.end
+                yield block
         if buffer.shape[0]:
-            run(final=True)
+            yield _cut_block(buffer, offset, final=True)[0]
+
+    def block_language(self, profile: EngineProfile, options: RecognitionOptions, block: FileBlock) -> str | None:
+        """The file's language, identified on the first block with speech (or the one asked for)."""
+        model = self.model(self.engine_model(profile, options))
+        return self._language(model, block.audio, options, WorkClass.FILE, speech=block.speech)
+
+    def decode_file_block(
+        self, profile: EngineProfile, options: RecognitionOptions, language: str | None, block: FileBlock
+    ) -> list[Sentence]:
+        """The sentences of one block (times from the channel start), before post-processing."""
+        name = self.engine_model(profile, options)
+        offset_ms = round(block.offset * 1000 / SAMPLE_RATE)
+        return self._decode_block(name, block.audio, options, profile, language, offset_ms, WorkClass.FILE)
+
+    def finish_channel(
+        self,
+        channel: int,
+        sentences: list[Sentence],
+        options: RecognitionOptions,
+        language: str | None,
+        total_samples: int,
+        speech_samples: int,
+        track: diarize.DiarizationTrack | None,
+    ) -> Transcript:
+        """The channel's transcript from its blocks' sentences in order: speakers, then post-processing."""
         if track is not None:
             sentences = track.label(sentences)
         sentences = postprocess.apply(sentences, options, options.text_language(language))
@@ -247,7 +295,7 @@ class Recognizer:
             channel_id=channel,
             sentences=sentences,
             language=language,
-            duration_ms=round(total * 1000 / SAMPLE_RATE),
+            duration_ms=round(total_samples * 1000 / SAMPLE_RATE),
             speech_duration_ms=round(speech_samples * 1000 / SAMPLE_RATE),
         )
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     case,
@@ -33,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from voxgate.engine.types import Hotword
@@ -111,6 +113,37 @@ class ResultRow(Base):
     expires: Mapped[float] = mapped_column(Float, index=True)
 
 
+class FilePlanRow(Base):
+    """How a file of a distributed job was cut into blocks (one row per task file)."""
+
+    __tablename__ = "file_plans"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan: Mapped[str] = mapped_column(Text)  # JSON: audio info, hotwords, per channel language and sample counts
+    blocks: Mapped[int] = mapped_column(Integer, default=0)  # blocks with speech
+    complete: Mapped[int] = mapped_column(Integer, default=0)  # 1 once every block is known
+
+
+class BlockRow(Base):
+    """One VAD-aligned block of a file of a distributed job and, once decoded, its sentences."""
+
+    __tablename__ = "file_blocks"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_sample: Mapped[int] = mapped_column(BigInteger)
+    end_sample: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker started decoding it
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the worker whose result was kept
+    sentences: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON, before post-processing
+    speakers: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # speaker-embedding windows (.npz)
+    decoded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class VocabularyRow(Base):
     __tablename__ = "vocabularies"
 
@@ -175,6 +208,26 @@ class VocabularyView:
     owner: str = ""
 
 
+@dataclass(slots=True)
+class BlockView:
+    channel: int
+    block: int
+    start_sample: int
+    end_sample: int
+    status: str
+    attempts: int
+    worker: str | None
+    sentences: str | None
+    speakers: bytes | None
+
+
+@dataclass(slots=True)
+class PlanView:
+    plan: dict[str, Any]
+    blocks: int
+    complete: bool
+
+
 def _task_view(row: TaskRow) -> TaskView:
     return TaskView(
         id=row.id,
@@ -207,10 +260,29 @@ def _task_view(row: TaskRow) -> TaskView:
     )
 
 
+def _block_view(row: BlockRow) -> BlockView:
+    return BlockView(
+        row.channel,
+        row.block,
+        row.start_sample,
+        row.end_sample,
+        row.status,
+        row.attempts,
+        row.worker,
+        row.sentences,
+        row.speakers,
+    )
+
+
 def _vocabulary_view(row: VocabularyRow) -> VocabularyView:
     return VocabularyView(
         row.id, row.prefix, row.target_model, json.loads(row.items), row.created, row.modified, row.owner
     )
+
+
+def _delete_blocks(s: Session, task_ids: list[str]) -> None:
+    s.execute(delete(BlockRow).where(BlockRow.task_id.in_(task_ids)))
+    s.execute(delete(FilePlanRow).where(FilePlanRow.task_id.in_(task_ids)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -240,6 +312,18 @@ def _add_missing_columns(engine: Engine) -> None:
             conn.execute(text("ALTER TABLE task_files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
 
 
+def _create_tables(engine: Engine) -> None:
+    """Create missing tables; when several nodes start at once on one database, one of them wins."""
+    for attempt in range(5):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode, a busy timeout and cross-thread use."""
     if url.startswith("sqlite"):
@@ -257,7 +341,7 @@ class JobStore:
         self.engine = make_engine(url)
         try:
             _check_readable(self.engine)
-            Base.metadata.create_all(self.engine)
+            _create_tables(self.engine)
             _add_missing_columns(self.engine)
         except DatabaseError as exc:
             self.engine.dispose()
@@ -483,6 +567,168 @@ class JobStore:
         with self._session() as s:
             return bool(s.scalar(select(TaskRow.cancel_requested).where(TaskRow.id == task_id)))
 
+    def claim_task(self, task_id: str) -> TaskView | None:
+        """Distributed backend: move a PENDING task to RUNNING (counting the attempt); the task if it is now
+        RUNNING, None if it is finished or unknown."""
+        with self._session() as s:
+            s.execute(
+                update(TaskRow)
+                .where(TaskRow.id == task_id, TaskRow.status == PENDING)
+                .values(
+                    status=RUNNING,
+                    scheduled_time=func.coalesce(TaskRow.scheduled_time, time.time()),
+                    attempts=TaskRow.attempts + 1,
+                )
+            )
+            row = s.get(TaskRow, task_id)
+            return _task_view(row) if row is not None and row.status == RUNNING else None
+
+    def complete_file(
+        self,
+        task_id: str,
+        position: int,
+        *,
+        status: str,
+        code: str | None = None,
+        message: str | None = None,
+        duration_ms: int | None = None,
+        result: tuple[str, str, float] | None = None,
+    ) -> bool:
+        """Like :meth:`finish_file`, but only for a file not yet finished: False (and nothing written) when
+        another node finished it first."""
+        values: dict[str, Any] = {"status": status, "code": code, "message": message}
+        if duration_ms is not None:
+            values["duration_ms"] = duration_ms
+            values["processed_ms"] = duration_ms
+        with self._session() as s:
+            if result is not None:
+                values["result_token"] = result[0]
+            done = s.execute(
+                update(FileRow)
+                .where(FileRow.task_id == task_id, FileRow.position == position, FileRow.status.not_in(TERMINAL))
+                .values(**values)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return False
+            if result is not None:
+                token, path, expires = result
+                s.merge(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
+            return True
+
+    # -- blocks of distributed file jobs ----------------------------------------------------------
+    def save_plan(self, task_id: str, position: int, plan: dict[str, Any], *, blocks: int, complete: bool) -> None:
+        with self._session() as s:
+            row = s.get(FilePlanRow, (task_id, position))
+            if row is None:
+                row = FilePlanRow(task_id=task_id, position=position)
+                s.add(row)
+            row.plan = json.dumps(plan, ensure_ascii=False)
+            row.blocks = blocks
+            row.complete = int(complete)
+
+    def get_plan(self, task_id: str, position: int) -> PlanView | None:
+        with self._session() as s:
+            row = s.get(FilePlanRow, (task_id, position))
+            return PlanView(json.loads(row.plan), row.blocks, bool(row.complete)) if row is not None else None
+
+    def add_block(self, task_id: str, position: int, channel: int, block: int, start: int, end: int) -> bool:
+        """Register a block (once; a second call keeps the first row). True when it is already decoded."""
+        key = (task_id, position, channel, block)
+        try:
+            with self._session() as s:
+                row = s.get(BlockRow, key)
+                if row is not None:
+                    return row.status == SUCCEEDED
+                s.add(
+                    BlockRow(
+                        task_id=task_id,
+                        position=position,
+                        channel=channel,
+                        block=block,
+                        start_sample=start,
+                        end_sample=end,
+                        status=PENDING,
+                        attempts=0,
+                    )
+                )
+                return False
+        except IntegrityError:  # registered at the same moment by a redelivered planning task
+            with self._session() as s:
+                return s.get(BlockRow, key) is not None and s.get(BlockRow, key).status == SUCCEEDED  # type: ignore[union-attr]
+
+    def start_block(self, task_id: str, position: int, channel: int, block: int) -> BlockView | None:
+        """Count a decoding attempt of a block not yet decoded; its row after the count (None if unknown)."""
+        key = (task_id, position, channel, block)
+        with self._session() as s:
+            s.execute(
+                update(BlockRow)
+                .where(
+                    BlockRow.task_id == task_id,
+                    BlockRow.position == position,
+                    BlockRow.channel == channel,
+                    BlockRow.block == block,
+                    BlockRow.status != SUCCEEDED,
+                )
+                .values(attempts=BlockRow.attempts + 1)
+            )
+            row = s.get(BlockRow, key)
+            return _block_view(row) if row is not None else None
+
+    def finish_block(
+        self,
+        task_id: str,
+        position: int,
+        channel: int,
+        block: int,
+        *,
+        worker: str,
+        sentences: str,
+        speakers: bytes | None,
+    ) -> bool:
+        """Store a block's result once: False when another worker's result was stored first (kept as is)."""
+        with self._session() as s:
+            done = s.execute(
+                update(BlockRow)
+                .where(
+                    BlockRow.task_id == task_id,
+                    BlockRow.position == position,
+                    BlockRow.channel == channel,
+                    BlockRow.block == block,
+                    BlockRow.status != SUCCEEDED,
+                )
+                .values(status=SUCCEEDED, worker=worker, sentences=sentences, speakers=speakers, decoded_at=time.time())
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def blocks(self, task_id: str, position: int) -> list[BlockView]:
+        """The blocks of a file in order (channel, then time)."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(BlockRow)
+                .where(BlockRow.task_id == task_id, BlockRow.position == position)
+                .order_by(BlockRow.channel, BlockRow.block)
+            ).all()
+            return [_block_view(r) for r in rows]
+
+    def decoded_samples(self, task_id: str, position: int) -> tuple[int, int]:
+        """(blocks decoded, samples they cover) of a file."""
+        with self._session() as s:
+            count, samples = s.execute(
+                select(func.count(), func.coalesce(func.sum(BlockRow.end_sample - BlockRow.start_sample), 0)).where(
+                    BlockRow.task_id == task_id, BlockRow.position == position, BlockRow.status == SUCCEEDED
+                )
+            ).one()
+            return int(count), int(samples)
+
+    def drop_block_payloads(self, task_id: str, position: int) -> None:
+        """After assembly: keep who decoded which block, drop the sentences and embeddings."""
+        with self._session() as s:
+            s.execute(
+                update(BlockRow)
+                .where(BlockRow.task_id == task_id, BlockRow.position == position)
+                .values(sentences=None, speakers=None)
+            )
+
     # -- results ----------------------------------------------------------------------------------
     def result_path(self, token: str, now: float | None = None) -> str | None:
         """The stored result file of ``token`` if it exists and has not expired."""
@@ -504,6 +750,7 @@ class JobStore:
                 still_served = set(s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(task_ids))).all())
                 gone = [t for t in task_ids if t not in still_served]
                 if gone:
+                    _delete_blocks(s, gone)
                     s.execute(delete(FileRow).where(FileRow.task_id.in_(gone)))
                     s.execute(delete(TaskRow).where(TaskRow.id.in_(gone), TaskRow.status.in_(TERMINAL)))
             return paths
@@ -535,6 +782,7 @@ class JobStore:
             served = set(s.scalars(select(ResultRow.task_id).where(ResultRow.task_id.in_(ids))).all())
             gone = [t for t in ids if t not in served]
             if gone:
+                _delete_blocks(s, gone)
                 s.execute(delete(FileRow).where(FileRow.task_id.in_(gone)))
                 s.execute(delete(TaskRow).where(TaskRow.id.in_(gone)))
             return len(gone)
