@@ -50,6 +50,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Times the process may die while recognizing one file before it fails (stops do not count).",
     )
+    job_backend: Literal["inprocess", "celery"] = Field(
+        "inprocess",
+        description="Who runs file jobs: this process's worker threads (inprocess), or `voxgate worker` processes "
+        "fed through a Celery broker (celery: API nodes only validate, store and enqueue).",
+    )
+    broker_url: str | None = Field(None, description="Celery broker for the celery job backend (redis://host:6379/0).")
+    broker_visibility_timeout_s: float = Field(
+        3600.0,
+        description="A job step not acknowledged this long after a worker took it (the worker died) is handed to "
+        "another worker.",
+    )
     result_retention_hours: float = Field(24.0, description="How long transcription results are served.")
     max_file_bytes: int = Field(2 * 1024**3, description="Largest file accepted (bytes).")
     max_file_duration_s: float = Field(12 * 3600, description="Longest file accepted (seconds).")
