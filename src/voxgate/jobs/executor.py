@@ -8,9 +8,7 @@ back in the queue and their unfinished files run again.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -19,22 +17,15 @@ from pathlib import Path
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.scheduler import DecoderStopped
 from voxgate.engine.types import FileResult
-from voxgate.errors import AudioError, FetchError, InvalidParameter, Throttling, VoxgateError
+from voxgate.errors import Throttling, VoxgateError
 from voxgate.jobs.fetch import Fetcher
 from voxgate.jobs.params import JobParameters, parse_job_parameters
-from voxgate.jobs.store import CANCELED, FAILED, SUCCEEDED, TERMINAL, JobStore, TaskView
+from voxgate.jobs.results import failure_of, result_body, settle, write_result
+from voxgate.jobs.store import FAILED, SUCCEEDED, TERMINAL, JobStore, TaskView
 from voxgate.metrics import JOB_REALTIME_FACTOR
-from voxgate.output.dashscope_json import file_result_json
 from voxgate.services import Services
 
 log = logging.getLogger("voxgate.jobs")
-
-# Per-file failure codes (the ``code`` of a FAILED subtask).
-DOWNLOAD_FAILED = "InvalidFile.DownloadFailed"
-DECODE_FAILED = "InvalidFile.DecodeFailed"
-TOO_LONG = "InvalidFile.TooLong"
-TOO_LARGE = "InvalidFile.TooLarge"
-_AUDIO_CODES = {"too_long": TOO_LONG, "too_large": TOO_LARGE, "not_found": DOWNLOAD_FAILED}
 
 IDLE_POLL_S = 2.0
 ORPHAN_AGE_S = 3600.0  # a result file this old that no task holds is a crash leftover
@@ -177,25 +168,7 @@ class JobExecutor:
         self._settle(task_id)
 
     def _settle(self, task_id: str) -> None:
-        task = self.store.get_task(task_id)
-        if task is None:
-            return
-        if task.cancel_requested:
-            for f in task.files:
-                if f.status not in TERMINAL:
-                    self.store.finish_file(task_id, f.position, status=CANCELED)
-            self.store.finish_task(task_id, status=CANCELED, code="TaskCanceled", message="the task was canceled")
-            return
-        failed = [f for f in task.files if f.status == FAILED]
-        if any(f.status == SUCCEEDED for f in task.files):
-            self.store.finish_task(task_id, status=SUCCEEDED)
-            return
-        first = failed[0] if failed else None
-        code = first.code if first and first.code else "InternalError"
-        message = first.message if first and first.message else "no file could be transcribed"
-        if len(task.files) > 1:
-            message = f"all {len(task.files)} files failed; first: {message}"
-        self.store.finish_task(task_id, status=FAILED, code=code, message=message)
+        settle(self.store, task_id)
 
     def _run_file(self, task: TaskView, position: int, url: str, profile: EngineProfile, params: JobParameters) -> None:
         store = self.store
@@ -232,15 +205,9 @@ class JobExecutor:
             raise
         except DecoderStopped:
             raise _Stopping from None
-        except FetchError as exc:
-            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
-        except AudioError as exc:
-            code = _AUDIO_CODES.get(exc.reason, DECODE_FAILED)
-            store.finish_file(task.id, position, status=FAILED, code=code, message=exc.message)
-        except InvalidParameter as exc:
-            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
         except VoxgateError as exc:
-            store.finish_file(task.id, position, status=FAILED, code=exc.code, message=exc.message)
+            code, message = failure_of(exc)
+            store.finish_file(task.id, position, status=FAILED, code=code, message=message)
         except Exception:
             log.exception("file %d of task %s failed", position, task.id)
             store.finish_file(
@@ -257,16 +224,4 @@ class JobExecutor:
     def _write_result(
         self, token: str, result: FileResult, url: str, profile: EngineProfile, params: JobParameters
     ) -> Path:
-        """Write one file's result JSON under its unguessable token, atomically (a crash leaves either no file
-        or a whole one; the retry after a crash overwrites the same name)."""
-        words = params.enable_words or profile.family != "qwen-asr"
-        body = file_result_json(result, url, family=profile.family, words=words)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        path = self.results_dir / f"{token}.json"
-        partial = path.with_suffix(".part")
-        with partial.open("w", encoding="utf-8") as out:
-            json.dump(body, out, ensure_ascii=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
-        return path
+        return write_result(self.results_dir, token, result_body(result, url, profile, params))
