@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from voxgate.api.client_events import WEBSOCKET_MAX_FRAME_BYTES
 from voxgate.config import Settings
 from voxgate.engine.types import FileResult, Hotword, RecognitionOptions
 from voxgate.errors import VoxgateError
@@ -202,6 +203,7 @@ def serve(
         application,
         host=settings.host,
         port=settings.port,
+        ws_max_size=WEBSOCKET_MAX_FRAME_BYTES,
         ws_ping_interval=20,
         ws_ping_timeout=60,
         log_level="info",

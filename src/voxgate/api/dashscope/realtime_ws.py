@@ -12,10 +12,7 @@ the ``emotion`` field is never sent.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import uuid
 from typing import Annotated, Any, Literal
@@ -24,6 +21,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import BeforeValidator, Field
 
 from voxgate.api.body import websocket_message
+from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
 from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, receive, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
@@ -37,8 +35,6 @@ from voxgate.services import Services
 log = logging.getLogger("voxgate.realtime_ws")
 router = APIRouter()
 
-MAX_EVENT_BYTES = 16 * 1024 * 1024
-MAX_APPEND_AUDIO = 15 * 1024 * 1024
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_SILENCE_MS = 800
 MANUAL_MAX_MS = 60_000
@@ -87,16 +83,6 @@ class SessionUpdate(RequestModel):
     sample_rate: Literal[8000, 16000] | None = None
     input_audio_transcription: Transcription | None = None
     turn_detection: TurnDetection | None = None
-
-
-class InvalidRequest(Exception):
-    """A client mistake: reported as an ``error`` event; the session continues."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.param = param
 
 
 class Session:
@@ -244,10 +230,7 @@ class Session:
                 if message.get("text") is not None:
                     await self.on_text(message["text"])
                 elif message.get("bytes") is not None:
-                    self.error(
-                        "invalid_event",
-                        "binary frames are not accepted: send audio as base64 in input_audio_buffer.append",
-                    )
+                    self.error("invalid_event", BINARY_FRAME_MESSAGE)
             await self.outbox.drain(timeout=10)
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 while True:  # give the client a moment to close first, as the protocol expects
@@ -277,15 +260,7 @@ class Session:
     async def on_text(self, text: str) -> None:
         event_id: str | None = None
         try:
-            if len(text) > MAX_EVENT_BYTES:
-                raise InvalidRequest("invalid_value", "event too large")
-            try:
-                message = json.loads(text)
-            except json.JSONDecodeError:
-                raise InvalidRequest("invalid_json", "the event is not valid JSON") from None
-            if not isinstance(message, dict):
-                raise InvalidRequest("invalid_event", "the event must be a JSON object")
-            event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
+            message, event_id = read_event(text)
             kind = message.get("type")
             if kind == "session.update":
                 await self.on_update(message.get("session"))
@@ -298,12 +273,12 @@ class Session:
             elif kind == "session.finish":
                 await self.on_finish()
             elif kind in OMNI_EVENTS:
-                raise InvalidRequest(
+                raise ClientEventError(
                     "unsupported_event", f"'{kind}' is not supported by {self.model} (speech recognition only)", "type"
                 )
             else:
-                raise InvalidRequest("invalid_event_type", f"unknown event type '{kind}'", "type")
-        except InvalidRequest as exc:
+                raise ClientEventError("invalid_event_type", f"unknown event type '{kind}'", "type")
+        except ClientEventError as exc:
             self.error(exc.code, exc.message, exc.param, event_id)
         except AudioError as exc:
             self.error("invalid_audio", exc.message, exc.param or "audio", event_id)
@@ -312,11 +287,11 @@ class Session:
 
     async def on_update(self, session: Any) -> None:
         if not isinstance(session, dict):
-            raise InvalidRequest("invalid_value", "session must be an object", "session")
+            raise ClientEventError("invalid_value", "session must be an object", "session")
         try:
             update = parse(SessionUpdate, session, prefix="session")
         except InvalidParameter as exc:
-            raise InvalidRequest("invalid_value", exc.message, exc.param) from None
+            raise ClientEventError("invalid_value", exc.message, exc.param) from None
         fmt = update.input_audio_format or self.format
         rate = update.sample_rate or self.sample_rate
         turn = self.turn_detection
@@ -333,7 +308,7 @@ class Session:
                 context = transcription.corpus.text.strip() or None
         changes_stream = (fmt, rate, turn is None) != (self.format, self.sample_rate, self.turn_detection is None)
         if self.audio_started and changes_stream:
-            raise InvalidRequest(
+            raise ClientEventError(
                 "invalid_value",
                 "input_audio_format, sample_rate and turn_detection cannot change after audio has been sent",
                 "session",
@@ -360,22 +335,15 @@ class Session:
         except Throttling as exc:
             await self._refuse(exc)
             self.finished = True
-            raise InvalidRequest(exc.code, exc.message) from None
+            raise ClientEventError(exc.code, exc.message) from None
         self.decoder = make_decoder("opus" if self.format == "opus" else "pcm", self.sample_rate)
         self.relay = Relay(stream, self.on_event, PROTOCOL)
         return stream
 
     async def on_append(self, audio: Any) -> None:
         if self.finished:
-            raise InvalidRequest("session_finished", "the session is finishing; no more audio is accepted")
-        if not isinstance(audio, str):
-            raise InvalidRequest("invalid_value", "audio must be a base64 string", "audio")
-        if len(audio) > MAX_APPEND_AUDIO * 4 // 3 + 4:
-            raise InvalidRequest("invalid_value", "one append may carry at most 15 MiB of audio", "audio")
-        try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest("invalid_value", "audio is not valid base64", "audio") from None
+            raise ClientEventError("session_finished", "the session is finishing; no more audio is accepted")
+        data = audio_bytes(audio)
         stream = await self._ensure_stream()
         self.audio_started = True
         assert self.decoder is not None
@@ -386,15 +354,15 @@ class Session:
 
     async def on_commit(self) -> None:
         if self.turn_detection is not None:
-            raise InvalidRequest(
+            raise ClientEventError(
                 "invalid_request",
                 "input_audio_buffer.commit is only allowed in manual mode "
                 "(turn_detection: null); server VAD commits by itself",
             )
         if self.stream is None or not self.pending_audio:
-            raise InvalidRequest("input_audio_buffer_commit_empty", "the input audio buffer is empty")
+            raise ClientEventError("input_audio_buffer_commit_empty", "the input audio buffer is empty")
         if not await self.stream.commit():
-            raise InvalidRequest("input_audio_buffer_commit_empty", "the input audio buffer holds too little audio")
+            raise ClientEventError("input_audio_buffer_commit_empty", "the input audio buffer holds too little audio")
         self.pending_audio = False
 
     async def on_clear(self) -> None:

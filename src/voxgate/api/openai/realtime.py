@@ -17,10 +17,7 @@ or the ``openai-insecure-api-key.<key>`` subprotocol browsers use.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import math
 import uuid
@@ -33,6 +30,7 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.body import websocket_message
+from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
 from voxgate.api.dashscope.ws_support import Outbox, Relay, receive, refused
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
@@ -48,8 +46,6 @@ router = APIRouter()
 
 PROTOCOL = "openai-realtime"  # metrics label
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
-MAX_EVENT_BYTES = 16 * 1024 * 1024
-MAX_APPEND_BYTES = 15 * 1024 * 1024
 DEFAULT_RATE: Literal[24000] = 24000
 DEFAULT_TURN: dict[str, Any] = {
     "type": "server_vad",
@@ -117,19 +113,11 @@ class SessionUpdate(RequestModel):
 
 def _parse(model: type[M], session: Any) -> M:
     if not isinstance(session, dict):
-        raise ClientError("session must be an object", "session")
+        raise ClientEventError("invalid_value", "session must be an object", "session")
     try:
         return parse(model, session, prefix="session")
     except InvalidParameter as exc:
-        raise ClientError(exc.message, exc.param) from None
-
-
-class ClientError(Exception):
-    """A client mistake: an ``error`` event; the session continues."""
-
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+        raise ClientEventError("invalid_value", exc.message, exc.param) from None
 
 
 def _key_headers(websocket: WebSocket) -> dict[str, str]:
@@ -278,7 +266,7 @@ class TranscriptionSession:
                 if message.get("text") is not None:
                     await self.on_text(message["text"])
                 elif message.get("bytes") is not None:
-                    self.error("binary frames are not accepted: send audio as base64 in input_audio_buffer.append")
+                    self.error(BINARY_FRAME_MESSAGE, code="invalid_event")
         finally:
             if self.relay is not None:
                 self.relay.close()
@@ -287,15 +275,7 @@ class TranscriptionSession:
     async def on_text(self, text: str) -> None:
         event_id: str | None = None
         try:
-            if len(text) > MAX_EVENT_BYTES:
-                raise ClientError("event too large")
-            try:
-                message = json.loads(text)
-            except json.JSONDecodeError:
-                raise ClientError("the event is not valid JSON", code="invalid_json") from None
-            if not isinstance(message, dict):
-                raise ClientError("the event must be a JSON object", code="invalid_event")
-            event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
+            message, event_id = read_event(text)
             kind = message.get("type")
             if kind == "transcription_session.update":
                 self.beta = True
@@ -313,8 +293,8 @@ class TranscriptionSession:
                 self.uncommitted = 0
                 self.send("input_audio_buffer.cleared")
             else:
-                raise ClientError(f"unknown or unsupported event type '{kind}'", "type", "invalid_event_type")
-        except ClientError as exc:
+                raise ClientEventError("invalid_event_type", f"unknown or unsupported event type '{kind}'", "type")
+        except ClientEventError as exc:
             self.error(exc.message, exc.param, exc.code, event_id=event_id)
         except AudioError as exc:
             self.error(exc.message, "audio", "invalid_audio", event_id=event_id)
@@ -352,7 +332,8 @@ class TranscriptionSession:
         if "turn_detection" in raw:
             turn_detection = None if turn is None else {**turn.model_dump(), "type": "server_vad"}
         if self.stream is not None and ((turn_detection is None) != (self.turn is None) or rate != self.rate):
-            raise ClientError("turn_detection on/off and the audio rate cannot change after audio was sent", "session")
+            message = "turn_detection on/off and the audio rate cannot change after audio was sent"
+            raise ClientEventError("invalid_value", message, "session")
         if transcription is not None:
             self.language = transcription.language or self.language
             self.prompt = transcription.prompt.strip() or None if transcription.prompt is not None else self.prompt
@@ -385,14 +366,7 @@ class TranscriptionSession:
         return stream
 
     async def append(self, audio: Any) -> None:
-        if not isinstance(audio, str):
-            raise ClientError("audio must be a base64 string", "audio")
-        if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
-            raise ClientError("one append may carry at most 15 MiB of audio", "audio")
-        try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise ClientError("audio is not valid base64", "audio") from None
+        data = audio_bytes(audio)
         stream = await self._ensure_stream()
         assert self.decoder is not None
         samples = self.decoder.feed(data)
@@ -403,17 +377,16 @@ class TranscriptionSession:
 
     async def commit(self) -> None:
         if self.turn is not None:
-            raise ClientError(
+            raise ClientEventError(
+                "invalid_request",
                 "input_audio_buffer.commit is for manual turns (turn_detection: null); server VAD commits by itself",
-                code="invalid_request",
             )
         if self.stream is None or self.uncommitted < 1600:
-            raise ClientError(
-                "buffer too small: commit needs at least 100 ms of appended audio",
-                code="input_audio_buffer_commit_empty",
+            raise ClientEventError(
+                "input_audio_buffer_commit_empty", "buffer too small: commit needs at least 100 ms of appended audio"
             )
         if not await self.stream.commit():
-            raise ClientError("the input audio buffer holds too little audio", code="input_audio_buffer_commit_empty")
+            raise ClientEventError("input_audio_buffer_commit_empty", "the input audio buffer holds too little audio")
         self.uncommitted = 0
 
 
