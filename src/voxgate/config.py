@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         """Where the rate limits are shared: ``redis_url``, else a Redis ``broker_url``, else nowhere (None)."""
         if self.redis_url:
             return self.redis_url
-        broker: str | None = getattr(self, "broker_url", None)
+        broker = self.broker_url
         return broker if broker and broker.startswith(("redis://", "rediss://", "unix://")) else None
 
     def resolved_database_url(self) -> str:

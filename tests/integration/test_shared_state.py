@@ -99,3 +99,10 @@ def test_nodes_on_one_database_share_secrets_and_vocabularies(tmp_path: Path) ->
     assert node_b.hotwords("vocab-x-1", "someone else") is None
     assert node_a.delete_vocabulary("vocab-x-1", owner="o")
     assert node_b.hotwords("vocab-x-1", "o") is None
+
+
+def test_rate_limits_use_redis_url_else_a_redis_broker() -> None:
+    assert Settings().rate_limit_redis_url() is None
+    assert Settings(broker_url="redis://q:6379/0").rate_limit_redis_url() == "redis://q:6379/0"
+    assert Settings(broker_url="amqp://q//").rate_limit_redis_url() is None
+    assert Settings(redis_url="redis://r/1", broker_url="redis://q/0").rate_limit_redis_url() == "redis://r/1"
