@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -29,6 +30,9 @@ from voxgate.metrics import MODEL_LOADED, QUEUE_WAIT
 from voxgate.services import Services
 from voxgate.uploads import UploadSigner, sweep_uploads
 from voxgate.web.browser_auth import BrowserKeyMiddleware
+
+if TYPE_CHECKING:
+    from voxgate.jobs.celery_queue import CeleryJobQueue
 
 log = logging.getLogger("voxgate")
 
@@ -85,6 +89,15 @@ async def _sweep_uploads_forever(settings: Settings) -> None:
         await asyncio.sleep(3600)
 
 
+def _job_backend(store: JobStore, services: Services) -> JobExecutor | CeleryJobQueue:
+    """File jobs run here (in-process worker threads) or on ``voxgate worker`` processes (celery)."""
+    if services.settings.job_backend == "celery":
+        from voxgate.jobs.celery_queue import CeleryJobQueue
+
+        return CeleryJobQueue(store, services)
+    return JobExecutor(store, services)
+
+
 @asynccontextmanager
 async def opened(services: Services) -> AsyncIterator[None]:
     """Open the job store, the upload signer and the job executor (resuming interrupted jobs); close them
@@ -97,7 +110,7 @@ async def opened(services: Services) -> AsyncIterator[None]:
     services.upload_signer = await asyncio.to_thread(UploadSigner.from_store, store)
     if "token_secret" not in settings.model_fields_set:  # not configured: the one every node on the store shares
         settings.token_secret = await asyncio.to_thread(store.shared_secret, temporary_keys.SIGNING_SECRET)
-    executor = JobExecutor(store, services)
+    executor = _job_backend(store, services)
     await asyncio.to_thread(executor.start)
     services.executor = executor
     sweeper = asyncio.create_task(_sweep_uploads_forever(settings))
@@ -108,7 +121,8 @@ async def opened(services: Services) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         executor.stop()
-        released = await asyncio.to_thread(store.release_running)
+        in_process = isinstance(executor, JobExecutor)  # with celery, workers elsewhere hold the running files
+        released = await asyncio.to_thread(store.release_running) if in_process else []
         if released:
             log.info("stopping: %d running file job(s) go back to the queue: %s", len(released), ", ".join(released))
         services.executor = None

@@ -1,4 +1,5 @@
-"""Command line: ``voxgate serve``, ``voxgate transcribe FILE...``, ``voxgate listen``, ``voxgate models``."""
+"""Command line: ``voxgate serve``, ``voxgate worker``, ``voxgate transcribe FILE...``, ``voxgate listen``,
+``voxgate models``."""
 
 from __future__ import annotations
 
@@ -209,6 +210,31 @@ def serve(
         log_level="info",
         log_config=log_config,
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes, each with its own models (default: one per core).", min=1)
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Worker name recorded with its blocks (default: voxgate-PID@host).")
+    ] = None,
+) -> None:
+    """Run file jobs from the broker (VOXGATE_JOB_BACKEND=celery): plan files, decode blocks, assemble results."""
+    import os
+
+    from voxgate.jobs.celery_app import run_worker
+    from voxgate.logs import configure_logging
+
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        _fail(f"invalid configuration: {exc}")
+    if not settings.broker_url:
+        _fail("VOXGATE_BROKER_URL is required for voxgate worker (redis://host:6379/0)")
+    configure_logging(settings.log_format)
+    run_worker(settings, concurrency or os.cpu_count() or 1, name)
 
 
 @app.command()

@@ -12,7 +12,6 @@ from voxgate.engine.types import Hotword
 from voxgate.errors import InvalidParameter, ModelUnavailable
 
 if TYPE_CHECKING:
-    from voxgate.jobs.executor import JobExecutor
     from voxgate.jobs.store import JobStore
     from voxgate.uploads import UploadSigner
 
@@ -22,6 +21,16 @@ class VocabularyLookup(Protocol):
     if it belongs to someone else)."""
 
     def hotwords(self, vocabulary_id: str, owner: str | None = None) -> list[Hotword] | None: ...
+
+
+class JobQueue(Protocol):
+    """Takes stored file tasks: the in-process executor, or the celery backend's publisher."""
+
+    def check_capacity(self) -> None: ...
+
+    def submitted(self, task_id: str) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class RequestLimiter(Protocol):
@@ -40,7 +49,7 @@ class Services:
     recognizer: Recognizer
     rate_limiter: RequestLimiter
     store: JobStore | None = None
-    executor: JobExecutor | None = None
+    executor: JobQueue | None = None
     upload_signer: UploadSigner | None = None
     vocabularies: VocabularyLookup | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # the synchronous-call gate (sync_recognition)
@@ -51,7 +60,7 @@ class Services:
             raise ModelUnavailable("the job store is not running")
         return self.store
 
-    def job_executor(self) -> JobExecutor:
+    def job_executor(self) -> JobQueue:
         if self.executor is None:
             raise ModelUnavailable("the job executor is not running")
         return self.executor

@@ -79,6 +79,10 @@ class JobExecutor:
         with self._wake:
             self._wake.notify_all()
 
+    def submitted(self, task_id: str) -> None:
+        """A task was stored: wake an idle worker."""
+        self.notify()
+
     def check_capacity(self) -> None:
         """Raise :class:`Throttling` when the queue of waiting tasks is full."""
         waiting = self.store.count_waiting()

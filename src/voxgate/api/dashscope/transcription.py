@@ -196,7 +196,7 @@ async def submit_transcription(request: Request, api_key: str = Depends(require_
         parameters=stored,
         file_urls=[url for _field, url in files],
     )
-    executor.notify()
+    await asyncio.to_thread(executor.submitted, task_id)
     return envelope({"task_id": task_id, "task_status": PENDING})
 
 
