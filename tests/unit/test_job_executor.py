@@ -168,7 +168,7 @@ def test_bad_parameters_name_the_field(parameters: dict[str, Any], field: str) -
     assert info.value.param == field and field in info.value.message
 
 
-def test_vocabulary_lookup_is_cached_until_changed(tmp_path: Path) -> None:
+def test_vocabulary_lookup_follows_every_change(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'v.db'}")
     store.create_vocabulary(
         "vocab-a-1",
