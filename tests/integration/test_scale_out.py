@@ -1,0 +1,213 @@
+"""The celery job backend at work: two API nodes and two ``voxgate worker`` processes on one real Redis broker
+(append-only file on), one real PostgreSQL store and one shared data directory, all on loopback; the unmodified
+dashscope SDK as client.
+
+To keep CPU cost down every process decodes with one CPU thread and ``fun-asr`` is served by the English tiny
+model (a profile override, as an operator would set it); the result checks compare against the in-process
+backend under the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dashscope
+import httpx
+import psutil
+import psycopg
+import pytest
+from dashscope.audio.asr import Transcription
+
+from tests.cluster import RedisServer, postgres_database, redis_server
+from tests.conftest import REFERENCES, RunningServer, audio_file, join_wavs, start_server, stop_server, wer
+
+ENGINE = {
+    "VOXGATE_DECODE_WORKERS": "1",
+    "VOXGATE_CPU_THREADS": "1",
+    "VOXGATE_MODEL_PROFILES": json.dumps({"fun-asr": {"model": "whisper-tiny.en"}}),
+}
+WORKERS = ("w1@scale", "w2@scale")
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Cluster:
+    a: RunningServer
+    b: RunningServer
+    workers: list[Worker]
+    redis: RedisServer
+    database: str
+
+    def blocks(self, task_id: str) -> list[tuple[int, int, str | None, int, str]]:
+        """(channel, block, worker, attempts, status) of a task's blocks, from the store."""
+        with psycopg.connect(self.database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            rows = conn.execute(
+                "select channel, block, worker, attempts, status from file_blocks where task_id = %s "
+                "order by channel, block",
+                (task_id,),
+            ).fetchall()
+        return [(int(r[0]), int(r[1]), r[2], int(r[3]), str(r[4])) for r in rows]
+
+
+def start_worker(name: str, env: dict[str, str], directory: Path) -> Worker:
+    log_path = directory / f"worker-{name.split('@')[0]}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voxgate.cli", "worker", "--concurrency", "1", "--name", name],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = Worker(name, process, log_path)
+    deadline = time.monotonic() + 120
+    while f"{name} ready." not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker {name} did not start:\n{worker.log()}")
+        time.sleep(0.2)
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    """SIGTERM (warm shutdown: a running step finishes), then SIGKILL to the worker's whole session."""
+    if worker.process.poll() is None:
+        worker.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    shared = tmp_path_factory.mktemp("shared-data")  # the volume every node mounts
+    with redis_server() as redis, postgres_database() as database:
+        env = {
+            **ENGINE,
+            "VOXGATE_JOB_BACKEND": "celery",
+            "VOXGATE_BROKER_URL": redis.url,
+            "VOXGATE_DATABASE_URL": database,
+        }
+        a = start_server(shared, env)
+        b = start_server(shared, env)
+        workers: list[Worker] = []
+        try:
+            for name in WORKERS:
+                workers.append(start_worker(name, a.env, shared))
+            yield Cluster(a, b, workers, redis, database)
+        finally:
+            for worker in workers:
+                stop_worker(worker)
+            stop_server(a)
+            stop_server(b)
+
+
+def _use(node: RunningServer) -> None:
+    dashscope.api_key = node.env["VOXGATE_API_KEYS"]
+    dashscope.base_http_api_url = node.url + "/api/v1"
+
+
+def _result(done: Any) -> dict[str, Any]:
+    assert done.output["task_status"] == "SUCCEEDED", done.output
+    url = done.output["results"][0]["transcription_url"]
+    body: dict[str, Any] = httpx.get(url, timeout=30).json()
+    return body
+
+
+def test_ten_jobs_through_two_api_nodes_on_two_workers(cluster: Cluster) -> None:
+    clips = [*REFERENCES] * 3
+    clips = clips[:10]
+    nodes = [cluster.a, cluster.b]
+    submitted = []
+    for i, clip in enumerate(clips):
+        _use(nodes[i % 2])
+        response = Transcription.async_call(model="fun-asr", file_urls=[audio_file(clip).as_uri()])
+        assert response.status_code == 200, response
+        submitted.append((response.output.task_id, clip))
+    for i, (task_id, clip) in enumerate(submitted):
+        _use(nodes[(i + 1) % 2])  # polled and fetched on the node that did not take it
+        text = _result(Transcription.wait(task=task_id))["transcripts"][0]["text"]
+        assert wer(REFERENCES[clip], text) <= 0.25, (clip, text)
+    decoders = {}
+    for task_id, _clip in submitted:
+        blocks = cluster.blocks(task_id)
+        assert blocks and all(status == "SUCCEEDED" for *_rest, status in blocks), blocks
+        decoders.update({worker: task_id for _c, _b, worker, _a, _s in blocks})
+    assert set(decoders) == set(WORKERS), decoders  # both workers took part
+
+
+def _long_file(directory: Path) -> Path:
+    """21 minutes of real read speech: three recordings eight times over, 25 s of silence after each."""
+    parts = [audio_file(n) for n in ("two_cities_16k.wav", "endgame_nagg_nell_16k.wav", "beckett_16k.wav")] * 8
+    return join_wavs(parts, directory / "long.wav", pause_s=25.0)
+
+
+def _decoding_now(worker: Worker) -> bool:
+    """The worker's pool process is in the middle of a block: a block received and not finished, per its log."""
+    log = worker.log()
+    received = re.findall(r"Task voxgate\.decode_block\[([0-9a-f-]+)\] received", log)
+    finished = set(re.findall(r"Task voxgate\.decode_block\[([0-9a-f-]+)\] (?:succeeded|raised)", log))
+    return bool(received) and received[-1] not in finished
+
+
+def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matches_in_process(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    long = _long_file(tmp_path)
+    _use(cluster.a)
+    task_id = Transcription.async_call(model="fun-asr", file_urls=[long.as_uri()]).output.task_id
+
+    # kill -9 the pool process of the second worker while it decodes a block of this file
+    victim = cluster.workers[1]
+    deadline = time.monotonic() + 120
+    while not (_decoding_now(victim) and cluster.blocks(task_id)):
+        assert time.monotonic() < deadline, victim.log()[-3000:]
+        time.sleep(0.05)
+    children = psutil.Process(victim.process.pid).children()
+    assert len(children) == 1, children
+    children[0].send_signal(signal.SIGKILL)
+
+    _use(cluster.b)
+    done = Transcription.wait(task=task_id)
+    result = _result(done)
+    assert "exited with 'signal 9 (SIGKILL)'" in victim.log()
+    blocks = cluster.blocks(task_id)
+    assert len(blocks) >= 8, blocks
+    assert len({(c, b) for c, b, *_ in blocks}) == len(blocks)  # one row per block
+    assert {worker for _c, _b, worker, _a, _s in blocks} == set(WORKERS), blocks
+    assert max(attempts for _c, _b, _w, attempts, _s in blocks) >= 2, blocks  # the killed block ran again
+    duration = result["properties"]["original_duration_in_milliseconds"]
+    assert duration >= 20 * 60 * 1000
+    text = result["transcripts"][0]["text"].lower()
+    assert text.count("best of times") >= 7 and text.count("fail better") >= 7, text  # 8 of each were read
+
+    # the in-process backend, same settings, same file: the same result JSON
+    alone = start_server(tmp_path / "in-process", ENGINE)
+    try:
+        _use(alone)
+        reference = _result(
+            Transcription.wait(task=Transcription.async_call(model="fun-asr", file_urls=[long.as_uri()]).output.task_id)
+        )
+    finally:
+        stop_server(alone)
+    assert result == reference
