@@ -5,6 +5,7 @@ and the one public address serves real-time sessions and file jobs."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import dashscope
 import httpx
 import pytest
+import websocket
 from dashscope.audio.asr import Recognition, Transcription, VocabularyService
 from dashscope.utils.oss_utils import OssUtils
 
@@ -31,6 +33,8 @@ from tests.conftest import (
     stop_server,
     wer,
 )
+from tests.integration.test_realtime_load import wait_for_open_sessions
+from tests.integration.test_realtime_runtask import run_task_message
 
 NGINX_CONF = ROOT / "deploy" / "nginx" / "voxgate.conf"
 BURST_KEY = "sk-burst-test"  # keys of their own for the rate-limit test (limits are per key)
@@ -120,6 +124,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "VOXGATE_API_KEYS": f"{API_KEY},{BURST_KEY},{CALM_KEY}",
             "VOXGATE_SUBMIT_RPS": str(SUBMIT_RPS),
             "VOXGATE_DECODE_WORKERS": "1",
+            "VOXGATE_REALTIME_CAPACITY": "0.85",  # two English streams (0.3 core-s/s each) per node
         }
         node_a = start_server(shared, env, port=port_a)
         try:
@@ -141,10 +146,11 @@ def _use(monkeypatch: pytest.MonkeyPatch, base: str, key: str = API_KEY) -> None
 
 
 def _recognize(name: str, **parameters: str) -> tuple[bool, str]:
-    """One real-time run-task session over the dashscope SDK: (succeeded, text of all sentences or the error)."""
-    result = Recognition(model="fun-asr-realtime", format="wav", sample_rate=16000, callback=None, **parameters).call(
-        str(audio_file(name))
-    )
+    """One real-time run-task session (English) over the dashscope SDK: (succeeded, text of all sentences or the
+    error)."""
+    result = Recognition(
+        model="fun-asr-realtime", format="wav", sample_rate=16000, callback=None, language_hints=["en"], **parameters
+    ).call(str(audio_file(name)))
     if result.status_code != 200:
         return False, f"{result.code}: {result.message}"
     return True, " ".join(s["text"] for s in result.get_sentence() or [])
@@ -267,3 +273,29 @@ def test_one_public_address_through_nginx(cluster: Cluster, monkeypatch: pytest.
     assert any(line[:3] == ["POST", "/api/v1/uploads", "200"] for line in lines)
     nodes = {line[3] for line in lines if len(line) > 3}
     assert nodes == {f"127.0.0.1:{cluster.a.port}", f"127.0.0.1:{cluster.b.port}"}, nodes  # both nodes served
+
+
+def test_sessions_spread_over_the_nodes_and_admission_stays_per_node(cluster: Cluster) -> None:
+    """Each node (VOXGATE_REALTIME_CAPACITY 0.85 core-s/s) admits two English streams priced 0.3 by its own
+    measure; through nginx four sessions open, two on each node, and a fifth is refused."""
+    url = cluster.public.replace("http://", "ws://") + "/api-ws/v1/inference"
+    sessions: list[websocket.WebSocket] = []
+
+    def open_session(n: int) -> dict[str, str]:
+        ws = websocket.create_connection(url, header=[f"Authorization: Bearer {API_KEY}"], timeout=60)
+        sessions.append(ws)
+        ws.send(run_task_message(f"spread-{n}", language_hints=["en"]))
+        header: dict[str, str] = json.loads(ws.recv())["header"]
+        return header
+
+    try:
+        for n in range(4):
+            started = open_session(n)
+            assert started["event"] == "task-started", started
+        for node in (cluster.a, cluster.b):
+            wait_for_open_sessions(node, 2)  # 2 + 2: least_conn sent each new session to the emptier node
+        refused = open_session(4)
+        assert refused["event"] == "task-failed" and refused["error_code"] == "Throttling", refused
+    finally:
+        for ws in sessions:
+            ws.close()
