@@ -251,3 +251,32 @@ def test_thread_plan_never_oversubscribes() -> None:
     assert ThreadPlan.for_machine(8, workers=2) == ThreadPlan(2, 4)
     assert ThreadPlan.for_machine(8, intra_threads=2) == ThreadPlan(4, 2)
     assert ThreadPlan.for_machine(1) == ThreadPlan(1, 1)
+
+
+async def test_quiet_hook_runs_once_after_the_last_stream_and_its_work() -> None:
+    quiet = threading.Event()
+    calls: list[int] = []
+
+    def hook() -> None:
+        calls.append(running.is_set() and not release.is_set())
+        quiet.set()
+
+    scheduler = Scheduler(ThreadPlan(2, 1), on_quiet=hook)
+    scheduler.start()
+    try:
+        first, second = scheduler.admit(0.1), scheduler.admit(0.1)
+        fn, running, release = FakeDecoder.hold()
+        held = asyncio.ensure_future(scheduler.run_final(first.key, fn))
+        await asyncio.to_thread(running.wait, 5)
+        scheduler.release(second)
+        scheduler.release(first)  # the last stream is gone, but its final is still decoding
+        await asyncio.sleep(0.05)
+        assert not quiet.is_set(), "not while a unit runs"
+        release.set()
+        await held
+        assert await asyncio.to_thread(quiet.wait, 5)
+        await scheduler.run_async(WorkClass.SYNC, lambda: None)  # later work without streams: no new call
+        await asyncio.sleep(0.05)
+        assert calls == [False], calls
+    finally:
+        await asyncio.to_thread(scheduler.stop)

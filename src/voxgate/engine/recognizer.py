@@ -103,7 +103,12 @@ class Recognizer:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.plan = ThreadPlan.for_machine(workers=config.num_workers, intra_threads=config.cpu_threads)
-        self.scheduler = Scheduler(self.plan, capacity=config.realtime_capacity, max_sessions=config.max_sessions)
+        self.scheduler = Scheduler(
+            self.plan,
+            capacity=config.realtime_capacity,
+            max_sessions=config.max_sessions,
+            on_quiet=release_freed_memory,  # the last stream closed: give its buffers back to the OS
+        )
         self._models: dict[str, WhisperModel] = {}
         self._pipelines: dict[str, BatchedInferencePipeline] = {}
         self._lock = threading.Lock()

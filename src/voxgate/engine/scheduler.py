@@ -145,6 +145,7 @@ class Scheduler:
         max_final_wait_s: float = 1.0,
         bulk_max_wait_s: float = 1.0,
         observer: Callable[[WorkClass, float], None] | None = None,
+        on_quiet: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan or ThreadPlan.for_machine()
         self.workers = self.plan.workers
@@ -153,6 +154,8 @@ class Scheduler:
         self.max_final_wait_s = max_final_wait_s
         self.bulk_max_wait_s = bulk_max_wait_s
         self.observer = observer
+        self.on_quiet = on_quiet  # run by a worker once the last stream has closed and its work is done
+        self._quiet_due = False
         self.refused = 0
         self.stats = {work: ClassStats() for work in WorkClass}
         self._open: dict[int, Ticket] = {}
@@ -219,6 +222,9 @@ class Scheduler:
                 return
             ticket.released = True
             self._open.pop(ticket.key, None)
+            if not self._open and self.on_quiet is not None:
+                self._quiet_due = True
+                self._cond.notify()
             for unit in self._finals.pop(ticket.key, deque()):
                 self.stats[WorkClass.FINAL].depth -= 1
                 self._drop(unit)
@@ -415,12 +421,16 @@ class Scheduler:
         while True:
             with self._cond:
                 unit = self._next()
-                while unit is None and not self._stopping:
+                while unit is None and not self._stopping and not self._quiet_now():
                     self._cond.wait(self.bulk_max_wait_s / 2 if any(self._bulk.values()) else None)
                     unit = self._next()
-                if unit is None:
+                if unit is None and self._stopping:
                     return
-                self._running += 1
+                if unit is not None:
+                    self._running += 1
+            if unit is None:
+                self._run_quiet_hook()
+                continue
             started = time.perf_counter()
             waited = started - unit.queued
             try:
@@ -431,6 +441,25 @@ class Scheduler:
                 unit.deliver(True, value)
             elapsed = time.perf_counter() - started
             self._account(unit, waited, elapsed)
+            with self._cond:
+                quiet = self._quiet_now()
+            if quiet:
+                self._run_quiet_hook()
+
+    def _quiet_now(self) -> bool:
+        """(Under the lock) the quiet hook is due and no stream, running unit or queued work is left; claims it."""
+        if not self._quiet_due or self._open or self._running or self._queued():
+            return False
+        self._quiet_due = False
+        return True
+
+    def _run_quiet_hook(self) -> None:
+        if self.on_quiet is None:
+            return
+        try:
+            self.on_quiet()
+        except Exception:
+            log.exception("scheduler quiet hook failed")
 
     def _queued(self) -> bool:
         return bool(self._finals or self._partials or any(self._bulk.values()))
