@@ -1,6 +1,6 @@
-"""Two API nodes sharing one PostgreSQL database, one Redis and one data directory, with nginx in front of them
-running the reference config (deploy/nginx/voxgate.conf): what one node creates or counts holds on the other,
-and the one public address serves real-time sessions and file jobs."""
+"""Two API nodes and a ``voxgate worker`` (celery backend) sharing one PostgreSQL database, one Redis and one data
+directory, with nginx in front of the nodes running the reference config (deploy/nginx/voxgate.conf): what one
+node creates or counts holds on the other, and the one public address serves real-time sessions and file jobs."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import dashscope
 import httpx
+import psycopg
 import pytest
 import websocket
 from dashscope.audio.asr import Recognition, Transcription, VocabularyService
@@ -35,13 +37,14 @@ from tests.conftest import (
 )
 from tests.integration.test_realtime_load import wait_for_open_sessions
 from tests.integration.test_realtime_runtask import run_task_message
+from tests.integration.test_scale_out import start_worker, stop_worker
 
 NGINX_CONF = ROOT / "deploy" / "nginx" / "voxgate.conf"
 BURST_KEY = "sk-burst-test"  # keys of their own for the rate-limit test (limits are per key)
 CALM_KEY = "sk-calm-test"
 SUBMIT_RPS = 1  # per key, across the nodes: a burst of one call, then one call per second
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-GO = "go forward ten meters"
+WORKER = "w1@nodes"
 
 
 @dataclass
@@ -50,6 +53,12 @@ class Cluster:
     b: RunningServer
     public: str  # nginx
     access_log: Path
+    database: str
+
+    def block_workers(self, task_id: str) -> set[str | None]:
+        """The workers that decoded the blocks of a task, from the store."""
+        with psycopg.connect(self.database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            return {row[0] for row in conn.execute("select worker from file_blocks where task_id = %s", (task_id,))}
 
 
 @contextlib.contextmanager
@@ -119,22 +128,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         public = f"http://127.0.0.1:{public_port}"
         env = {
             "VOXGATE_DATABASE_URL": database,
-            "VOXGATE_REDIS_URL": redis.url,
+            "VOXGATE_JOB_BACKEND": "celery",
+            "VOXGATE_BROKER_URL": redis.url,
+            "VOXGATE_REDIS_URL": redis.url.rsplit("/", 1)[0] + "/1",  # rate limits in a database of their own
             "VOXGATE_PUBLIC_URL": public,
             "VOXGATE_API_KEYS": f"{API_KEY},{BURST_KEY},{CALM_KEY}",
             "VOXGATE_SUBMIT_RPS": str(SUBMIT_RPS),
             "VOXGATE_DECODE_WORKERS": "1",
             "VOXGATE_REALTIME_CAPACITY": "0.85",  # two English streams (0.3 core-s/s each) per node
         }
-        node_a = start_server(shared, env, port=port_a)
+        node_a = start_server(shared, env, port=port_a)  # the first node creates the tables
+        with ThreadPoolExecutor(2) as pool:
+            starting_b = pool.submit(start_server, shared, env, port_b)
+            starting_worker = pool.submit(start_worker, WORKER, node_a.env, shared)
+            node_b, worker = starting_b.result(), starting_worker.result()
         try:
-            node_b = start_server(shared, env, port=port_b)
-            try:
-                with nginx(tmp_path_factory.mktemp("nginx"), public_port, [port_a, port_b]) as access_log:
-                    yield Cluster(node_a, node_b, public, access_log)
-            finally:
-                stop_server(node_b)
+            with nginx(tmp_path_factory.mktemp("nginx"), public_port, [port_a, port_b]) as access_log:
+                yield Cluster(node_a, node_b, public, access_log, database)
         finally:
+            stop_worker(worker)
+            stop_server(node_b)
             stop_server(node_a)
 
 
@@ -267,6 +280,7 @@ def test_one_public_address_through_nginx(cluster: Cluster, monkeypatch: pytest.
     result = httpx.get(done.output["results"][0]["transcription_url"], timeout=30)
     assert result.url.port == int(cluster.public.rsplit(":", 1)[1])  # result served through nginx too
     assert wer(REFERENCES["two_cities_16k.wav"], result.json()["transcripts"][0]["text"]) <= 0.15
+    assert cluster.block_workers(submitted.output.task_id) == {WORKER}  # decoded by the worker, not an API node
 
     lines = [line.split() for line in cluster.access_log.read_text().splitlines()]
     assert ["GET", "/api-ws/v1/inference", "101"] in [line[:3] for line in lines]  # the WebSocket upgrade passed
