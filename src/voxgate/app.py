@@ -28,6 +28,7 @@ from voxgate.jobs.executor import JobExecutor
 from voxgate.jobs.store import JobStore
 from voxgate.metrics import MODEL_LOADED, QUEUE_WAIT
 from voxgate.services import Services
+from voxgate.sync_gate import SYNC_QUEUE_LIMIT, SyncGate
 from voxgate.uploads import UploadSigner, sweep_uploads
 from voxgate.web.browser_auth import BrowserKeyMiddleware
 
@@ -70,11 +71,13 @@ def build_services(settings: Settings) -> Services:
         english_model=settings.english_model,
         fast_finals=settings.realtime_fast_finals,
     )
+    recognizer = Recognizer(engine)
     return Services(
         settings=settings,
         catalog=Catalog(settings.model_profiles),
-        recognizer=Recognizer(engine),
+        recognizer=recognizer,
         rate_limiter=rate_limiter_for(settings.rate_limit_redis_url()),
+        sync_gate=SyncGate(recognizer.plan.workers, SYNC_QUEUE_LIMIT),
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from voxgate.config import Settings
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.types import Hotword
 from voxgate.errors import InvalidParameter, ModelUnavailable
+from voxgate.sync_gate import SYNC_QUEUE_LIMIT, SyncGate
 
 if TYPE_CHECKING:
     from voxgate.jobs.store import JobStore
@@ -52,7 +53,7 @@ class Services:
     executor: JobQueue | None = None
     upload_signer: UploadSigner | None = None
     vocabularies: VocabularyLookup | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # the synchronous-call gate (sync_recognition)
+    sync_gate: SyncGate = field(default_factory=lambda: SyncGate(1, SYNC_QUEUE_LIMIT))
 
     def jobs(self) -> JobStore:
         """The job store (an error before the lifespan opened it)."""

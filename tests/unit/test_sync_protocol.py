@@ -27,7 +27,6 @@ from voxgate.api.dashscope.uploads import check_policy, make_policy
 from voxgate.api.sync_recognition import (
     ClipResult,
     StreamStep,
-    SyncGate,
     block_bounds,
     stream_steps,
 )
@@ -38,6 +37,7 @@ from voxgate.engine.scheduler import ThreadPlan
 from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter, Throttling, UploadDenied
 from voxgate.jobs.store import JobStore
+from voxgate.sync_gate import SyncGate
 from voxgate.uploads import UploadSigner, key_path, owns, resolve_oss
 
 
@@ -177,7 +177,7 @@ class FakeClipRecognizer:
 
 
 def _fake_services(script: dict[int, list[str]]) -> Any:
-    return SimpleNamespace(settings=Settings(), recognizer=FakeClipRecognizer(script), extras={})
+    return SimpleNamespace(settings=Settings(), recognizer=FakeClipRecognizer(script), sync_gate=SyncGate(1, 16))
 
 
 def _steps(services: Any, seconds: float, incremental: bool) -> list[StreamStep]:

@@ -19,9 +19,7 @@ for _name in BUNDLED:  # every engine model is listed, 0 until it loads
 
 
 def _count_waiting_jobs(services: Services) -> int | None:
-    store = getattr(services, "store", None) or services.extras.get("store")
-    count = getattr(store, "count_waiting", None)
-    return int(count()) if callable(count) else None
+    return services.store.count_waiting() if services.store is not None else None
 
 
 @router.get("/metrics", include_in_schema=False)

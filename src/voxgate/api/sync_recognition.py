@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,13 +21,11 @@ from voxgate.audio.decode import SAMPLE_RATE, decode_channel
 from voxgate.config import Settings
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import CJK_LANGUAGES, RecognitionOptions, Sentence, join_sentences
-from voxgate.errors import AudioError, Throttling
+from voxgate.errors import AudioError
 from voxgate.services import Services
 
 T = TypeVar("T")
 RAW_PCM_FORMATS = frozenset({"pcm", "raw", "s16le"})
-SYNC_QUEUE_LIMIT = 16  # synchronous requests allowed to wait for the recognizer; more are refused
-_GATE_EXTRA = "sync_gate"
 SPLIT_ABOVE_S = 75.0  # longer audio is recognized (and streamed) in blocks
 BLOCK_S = 60.0
 SEARCH_S = 10.0
@@ -149,62 +146,6 @@ class StreamStep:
     final: bool
 
 
-class SyncGate:
-    """Bounds synchronous recognitions: ``concurrency`` run at once, at most ``queue_limit`` wait."""
-
-    def __init__(self, concurrency: int, queue_limit: int) -> None:
-        self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._queue_limit = queue_limit
-        self.waiting = 0
-
-    def check(self) -> None:
-        """Refuse now (``Throttling``) if a new request would have to wait in a full queue."""
-        if self._slots.locked() and self.waiting >= self._queue_limit:
-            raise Throttling("too many synchronous recognition requests are waiting; retry shortly")
-
-    async def acquire(self, *, admit: bool = True) -> None:
-        """Wait for a turn; ``admit=False`` for later blocks of a request already admitted."""
-        if admit:
-            self.check()
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-
-    def release(self) -> None:
-        self._slots.release()
-
-    @asynccontextmanager
-    async def slot(self, *, admit: bool = True) -> AsyncIterator[None]:
-        await self.acquire(admit=admit)
-        try:
-            yield
-        finally:
-            self.release()
-
-    async def run(self, fn: Callable[[], T], *, admit: bool = True) -> T:
-        """Run blocking ``fn`` in a worker thread during a turn. The turn ends when the thread does, even
-        if the caller is cancelled (a client gone mid-request), so the bound holds for real CPU work."""
-        await self.acquire(admit=admit)
-        try:
-            work = asyncio.ensure_future(asyncio.to_thread(fn))
-        except BaseException:
-            self.release()
-            raise
-        work.add_done_callback(lambda _done: self.release())
-        return await asyncio.shield(work)
-
-
-def sync_gate(services: Services) -> SyncGate:
-    """The process-wide gate of the synchronous endpoints."""
-    gate = services.extras.get(_GATE_EXTRA)
-    if not isinstance(gate, SyncGate):
-        gate = SyncGate(services.recognizer.plan.workers, SYNC_QUEUE_LIMIT)
-        services.extras[_GATE_EXTRA] = gate
-    return gate
-
-
 async def recognize_progressively(
     services: Services, audio: np.ndarray, options: RecognitionOptions, profile: EngineProfile
 ) -> AsyncIterator[tuple[ClipResult, bool]]:
@@ -213,7 +154,7 @@ async def recognize_progressively(
     Yields ``(result so far, done)`` after each block; the language found in the first block with speech
     is kept for the rest.
     """
-    gate = sync_gate(services)
+    gate = services.sync_gate
     duration_ms = round(audio.shape[0] * 1000 / SAMPLE_RATE)
     result = ClipResult(sentences=[], language=options.language, duration_ms=duration_ms)
     bounds = block_bounds(audio)

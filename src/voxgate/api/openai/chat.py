@@ -30,7 +30,6 @@ from voxgate.api.sync_recognition import (
     load_samples,
     recognize_samples,
     stream_steps,
-    sync_gate,
 )
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.types import RecognitionOptions
@@ -174,7 +173,7 @@ async def chat_completions(request: Request, api_key: str = Depends(require_key(
     services: Services = request.app.state.services
     body = await read_json_object(request, services.settings.max_request_bytes)
     call = parse_chat(body, services)
-    sync_gate(services).check()
+    services.sync_gate.check()
     # Audio problems are answered as HTTP errors, before any stream starts.
     audio = await load_samples(
         services, call.audio, param=call.audio_param, audio_format=call.audio_format, owner=owner_of(api_key)

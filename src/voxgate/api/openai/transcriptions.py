@@ -37,7 +37,6 @@ from voxgate.api.sync_recognition import (
     decode_for_sync,
     recognize_samples,
     stream_steps,
-    sync_gate,
 )
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.models import BUNDLED
@@ -225,7 +224,7 @@ async def transcriptions(request: Request) -> Response:
     async with _read_form(request, TranscriptionForm, "transcribe-") as fields:
         profile = resolve_model(services, fields.model)
         options = RecognitionOptions(language=fields.language, context=fields.context)
-        sync_gate(services).check()
+        services.sync_gate.check()
         audio = await _decode(fields.file, services)
     if fields.stream:
         return StreamingResponse(
@@ -246,7 +245,7 @@ async def translations(request: Request) -> Response:
                 f"model '{fields.model}' is English-only and cannot translate; use whisper-1", param="model"
             )
         options = RecognitionOptions(context=fields.context, task="translate")
-        sync_gate(services).check()
+        services.sync_gate.check()
         audio = await _decode(fields.file, services)
     spoken = await recognize_samples(services, audio, options, profile)
     result = ClipResult(sentences=spoken.sentences, language="en", duration_ms=spoken.duration_ms)
