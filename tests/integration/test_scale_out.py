@@ -178,7 +178,10 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
 ) -> None:
     long = _long_file(tmp_path)
     _use(cluster.a)
-    task_id = Transcription.async_call(model="fun-asr", file_urls=[long.as_uri()]).output.task_id
+    # speakers labelled: each block's embeddings are clustered once over the whole file at assembly
+    task_id = Transcription.async_call(
+        model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
+    ).output.task_id
 
     # kill -9 the pool process of the second worker while it decodes a block of this file
     victim = cluster.workers[1]
@@ -204,12 +207,19 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
     text = result["transcripts"][0]["text"].lower()
     assert text.count("best of times") >= 4 and text.count("fail better") >= 4, text  # 5 of each were read
 
+    speakers = {sentence.get("speaker_id") for sentence in result["transcripts"][0]["sentences"]}
+    assert None not in speakers and len(speakers) >= 2, speakers
+
     # the in-process backend, same settings, same file: the same result JSON
     alone = start_server(tmp_path / "in-process", ENGINE)
     try:
         _use(alone)
         reference = _result(
-            Transcription.wait(task=Transcription.async_call(model="fun-asr", file_urls=[long.as_uri()]).output.task_id)
+            Transcription.wait(
+                task=Transcription.async_call(
+                    model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
+                ).output.task_id
+            )
         )
     finally:
         stop_server(alone)
