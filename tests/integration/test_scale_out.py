@@ -31,7 +31,7 @@ import pytest
 from dashscope.audio.asr import Transcription
 
 from tests.cluster import RedisServer, postgres_database, redis_server
-from tests.conftest import REFERENCES, RunningServer, audio_file, join_wavs, start_server, stop_server, wer
+from tests.conftest import API_KEY, REFERENCES, RunningServer, audio_file, join_wavs, start_server, stop_server, wer
 
 ENGINE = {
     "VOXGATE_DECODE_WORKERS": "1",
@@ -58,6 +58,11 @@ class Cluster:
     workers: list[Worker]
     redis: RedisServer
     database: str
+
+    def progress_ms(self, task_id: str) -> int:
+        with psycopg.connect(self.database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            row = conn.execute("select processed_ms from task_files where task_id = %s", (task_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def blocks(self, task_id: str) -> list[tuple[int, int, str | None, int, str]]:
         """(channel, block, worker, attempts, status) of a task's blocks, from the store."""
@@ -224,6 +229,27 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
     finally:
         stop_server(alone)
     assert result == reference
+
+
+def test_progress_and_cancel_across_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    long = _long_file(tmp_path)
+    _use(cluster.a)
+    task_id = Transcription.async_call(model="fun-asr", file_urls=[long.as_uri()]).output.task_id
+    deadline = time.monotonic() + 90
+    while cluster.progress_ms(task_id) == 0:  # decoded blocks count as progress in the shared store
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    answer = httpx.post(
+        f"{cluster.b.url}/api/v1/tasks/{task_id}/cancel", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    _use(cluster.b)
+    done = Transcription.wait(task=task_id)
+    assert done.output["task_status"] == "CANCELED", done.output
+    assert done.output["results"][0]["subtask_status"] == "CANCELED"
+    blocks = cluster.blocks(task_id)
+    assert any(status != "SUCCEEDED" for *_rest, status in blocks) or len(blocks) < 9, blocks
+    assert not (cluster.a.data_dir / "jobs" / task_id).exists()  # the blocks' audio is gone from shared storage
 
 
 def _kill_pool_processes(cluster: Cluster) -> None:
