@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, field_validator
 
 from voxgate.api.body import websocket_message
-from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, receive, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, pump_frames, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, StreamEvent
@@ -267,21 +267,16 @@ class Connection:
 
     async def serve(self) -> None:
         idle = self.services.settings.realtime_idle_timeout_s
+
+        async def on_idle() -> None:
+            if self.task is not None:
+                raise TaskFailed("CLIENT_ERROR", f"request timeout after {idle:g} seconds.")
+            await self.outbox.close(1000, "idle timeout")
+
         try:
-            while True:
-                try:
-                    message = await receive(self.websocket, self.outbox, idle)
-                except TimeoutError:
-                    if self.task is not None:
-                        raise TaskFailed("CLIENT_ERROR", f"request timeout after {idle:g} seconds.") from None
-                    await self.outbox.close(1000, "idle timeout")
-                    return
-                if message is None:
-                    return
-                if message.get("bytes") is not None:
-                    await self.on_audio(message["bytes"])
-                elif message.get("text") is not None:
-                    await self.on_text(message["text"])
+            await pump_frames(
+                self.websocket, self.outbox, idle, on_text=self.on_text, on_bytes=self.on_audio, on_idle=on_idle
+            )
         except TaskFailed as exc:
             task_id = self.task.task_id if self.task else self.last_task_id
             self.outbox.put(_failed(task_id, exc.code, exc.message))

@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field
 
 from voxgate.api.body import websocket_message
 from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
-from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, receive, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, pump_frames, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.live import Endpointing, LiveStream, open_stream, partial_model_for, prior_cost
@@ -217,20 +217,26 @@ class Session:
             return
         self.send("session.created", session=self.session_object())
         idle = self.services.settings.realtime_idle_timeout_s
+
+        async def on_idle() -> None:
+            self.error("timeout", f"no client event for {idle:g} seconds; closing", kind="server_error")
+            await self.outbox.close(1000, "idle timeout")
+
+        async def on_bytes(_data: bytes) -> None:
+            self.error("invalid_event", BINARY_FRAME_MESSAGE)
+
         try:
-            while not self.finished:
-                try:
-                    message = await receive(self.websocket, self.outbox, idle)
-                except TimeoutError:
-                    self.error("timeout", f"no client event for {idle:g} seconds; closing", kind="server_error")
-                    await self.outbox.close(1000, "idle timeout")
-                    return
-                if message is None:
-                    return
-                if message.get("text") is not None:
-                    await self.on_text(message["text"])
-                elif message.get("bytes") is not None:
-                    self.error("invalid_event", BINARY_FRAME_MESSAGE)
+            finished = await pump_frames(
+                self.websocket,
+                self.outbox,
+                idle,
+                on_text=self.on_text,
+                on_bytes=on_bytes,
+                on_idle=on_idle,
+                done=lambda: self.finished,
+            )
+            if not finished:
+                return
             await self.outbox.drain(timeout=10)
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 while True:  # give the client a moment to close first, as the protocol expects

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -85,6 +85,34 @@ async def receive(websocket: WebSocket, outbox: Outbox, idle_s: float) -> Messag
     if message["type"] == "websocket.disconnect" or outbox.overflowed or outbox.broken:
         return None
     return message
+
+
+async def pump_frames(
+    websocket: WebSocket,
+    outbox: Outbox,
+    idle_s: float,
+    *,
+    on_text: Callable[[str], Awaitable[None]],
+    on_bytes: Callable[[bytes], Awaitable[None]],
+    on_idle: Callable[[], Awaitable[None]],
+    done: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Hand each client frame to ``on_text`` / ``on_bytes`` until ``done()`` (True), or until the client is gone
+    or has stopped reading (False). After ``idle_s`` seconds without a frame, ``on_idle`` runs and False is
+    returned."""
+    while not done():
+        try:
+            message = await receive(websocket, outbox, idle_s)
+        except TimeoutError:
+            await on_idle()
+            return False
+        if message is None:
+            return False
+        if message.get("bytes") is not None:
+            await on_bytes(message["bytes"])
+        elif message.get("text") is not None:
+            await on_text(message["text"])
+    return True
 
 
 async def authenticate(websocket: WebSocket, services: Services) -> str | None:

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketState
 from voxgate.api.auth import check_key
 from voxgate.api.body import websocket_message
 from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
-from voxgate.api.dashscope.ws_support import Outbox, Relay, receive, refused
+from voxgate.api.dashscope.ws_support import Outbox, Relay, pump_frames, refused
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
 from voxgate.engine.stream import Final, Interim, SpeechStarted, SpeechStopped, StreamEvent
@@ -253,20 +253,18 @@ class TranscriptionSession:
     async def serve(self) -> None:
         self.send("transcription_session.created" if self.beta else "session.created", session=self.session_object())
         idle = self.services.settings.realtime_idle_timeout_s
+
+        async def on_idle() -> None:
+            self.error(f"no client event for {idle:g} seconds; closing", code="session_expired")
+            await self.outbox.close(1000, "idle timeout")
+
+        async def on_bytes(_data: bytes) -> None:
+            self.error(BINARY_FRAME_MESSAGE, code="invalid_event")
+
         try:
-            while True:
-                try:
-                    message = await receive(self.websocket, self.outbox, idle)
-                except TimeoutError:
-                    self.error(f"no client event for {idle:g} seconds; closing", code="session_expired")
-                    await self.outbox.close(1000, "idle timeout")
-                    return
-                if message is None:
-                    return
-                if message.get("text") is not None:
-                    await self.on_text(message["text"])
-                elif message.get("bytes") is not None:
-                    self.error(BINARY_FRAME_MESSAGE, code="invalid_event")
+            await pump_frames(
+                self.websocket, self.outbox, idle, on_text=self.on_text, on_bytes=on_bytes, on_idle=on_idle
+            )
         finally:
             if self.relay is not None:
                 self.relay.close()
