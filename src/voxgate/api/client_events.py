@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from typing import Any
 
 MAX_APPEND_AUDIO = 15 * 1024 * 1024  # decoded bytes one input_audio_buffer.append may carry
@@ -53,3 +54,32 @@ def audio_bytes(audio: Any) -> bytes:
 
 
 BINARY_FRAME_MESSAGE = "binary frames are not accepted: send audio as base64 in input_audio_buffer.append"
+
+
+def new_id(prefix: str, digits: int = 24) -> str:
+    """A fresh event, item or session id such as ``item_3f2a…``."""
+    return f"{prefix}_{uuid.uuid4().hex[:digits]}"
+
+
+class ConversationItems:
+    """The conversation items of a realtime session: one item id per utterance, and the order in which they
+    were committed (each commit names the item before it)."""
+
+    def __init__(self, digits: int = 24, first_previous: str | None = None) -> None:
+        self._digits = digits
+        self._ids: dict[int, str] = {}
+        self._committed: set[int] = set()
+        self.last: str | None = first_previous
+
+    def item_id(self, utterance: int) -> str:
+        if utterance not in self._ids:
+            self._ids[utterance] = new_id("item", self._digits)
+        return self._ids[utterance]
+
+    def commit(self, utterance: int) -> tuple[str | None, str] | None:
+        """(previous item id, this item id) the first time ``utterance`` is committed; None after that."""
+        if utterance in self._committed:
+            return None
+        self._committed.add(utterance)
+        previous, self.last = self.last, self.item_id(utterance)
+        return previous, self.last

@@ -14,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, WebSocket
 from pydantic import BeforeValidator, Field
 
 from voxgate.api.body import websocket_message
-from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
+from voxgate.api.client_events import (
+    BINARY_FRAME_MESSAGE,
+    ClientEventError,
+    ConversationItems,
+    audio_bytes,
+    new_id,
+    read_event,
+)
 from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, pump_frames, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.catalog import EngineProfile
@@ -41,10 +47,6 @@ MANUAL_MAX_MS = 60_000
 PROTOCOL = "realtime"  # metrics label
 FINISH_GRACE_S = 3.0
 OMNI_EVENTS = frozenset({"response.create", "response.cancel", "conversation.item.create", "input_image_buffer.append"})
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
 def vad_threshold(threshold: float) -> float:
@@ -93,7 +95,7 @@ class Session:
         self.services = services
         self.profile = profile
         self.model = model
-        self.id = _id("sess")
+        self.id = new_id("sess")
         self.outbox = Outbox(websocket)
         self.format = "pcm16"
         self.sample_rate = 16000
@@ -107,15 +109,13 @@ class Session:
         self.relay: Relay | None = None
         self.decoder: StreamDecoder | None = None
         self.audio_started = False
-        self.items: dict[int, str] = {}
-        self.last_item = ""
-        self.committed: set[int] = set()
+        self.items = ConversationItems(first_previous="")
         self.pending_audio = False
         self.finished = False
 
     # -- events out ---------------------------------------------------------------------------------
     def send(self, kind: str, **fields: Any) -> None:
-        self.outbox.put({"event_id": _id("event"), "type": kind, **fields})
+        self.outbox.put({"event_id": new_id("event"), "type": kind, **fields})
 
     def error(
         self,
@@ -145,19 +145,17 @@ class Session:
         }
 
     def item_id(self, utterance: int) -> str:
-        if utterance not in self.items:
-            self.items[utterance] = _id("item")
-        return self.items[utterance]
+        return self.items.item_id(utterance)
 
     def commit_events(self, utterance: int) -> None:
-        if utterance in self.committed:
+        committed = self.items.commit(utterance)
+        if committed is None:
             return
-        self.committed.add(utterance)
-        item = self.item_id(utterance)
-        self.send("input_audio_buffer.committed", previous_item_id=self.last_item, item_id=item)
+        previous, item = committed
+        self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item)
         self.send(
             "conversation.item.created",
-            previous_item_id=self.last_item,
+            previous_item_id=previous,
             item={
                 "id": item,
                 "object": "realtime.item",
@@ -167,7 +165,6 @@ class Session:
                 "content": [{"type": "input_audio", "transcript": None}],
             },
         )
-        self.last_item = item
 
     @property
     def stream(self) -> LiveStream | None:
@@ -408,7 +405,7 @@ async def realtime(websocket: WebSocket) -> None:
         outbox = Outbox(websocket)
         outbox.put(
             {
-                "event_id": _id("event"),
+                "event_id": new_id("event"),
                 "type": "error",
                 "error": {
                     "type": "invalid_request_error",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import uuid
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, WebSocket
@@ -30,7 +29,14 @@ from starlette.websockets import WebSocketState
 
 from voxgate.api.auth import check_key
 from voxgate.api.body import websocket_message
-from voxgate.api.client_events import BINARY_FRAME_MESSAGE, ClientEventError, audio_bytes, read_event
+from voxgate.api.client_events import (
+    BINARY_FRAME_MESSAGE,
+    ClientEventError,
+    ConversationItems,
+    audio_bytes,
+    new_id,
+    read_event,
+)
 from voxgate.api.dashscope.ws_support import Outbox, Relay, pump_frames, refused
 from voxgate.audio.incremental import PcmDecoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
@@ -56,10 +62,6 @@ DEFAULT_TURN: dict[str, Any] = {
 SILENCE_RANGE = (200, 6000)
 MANUAL_MAX_MS = 60_000
 DEFAULT_MODEL = "gpt-4o-transcribe"
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:22]}"
 
 
 class TranscriptionSettings(RequestModel):
@@ -141,7 +143,7 @@ class TranscriptionSession:
         self.websocket = websocket
         self.services = services
         self.outbox = Outbox(websocket)
-        self.id = _id("sess")
+        self.id = new_id("sess", 22)
         self.beta = beta
         self.rate: int = DEFAULT_RATE
         self.model = DEFAULT_MODEL
@@ -151,16 +153,14 @@ class TranscriptionSession:
         self.noise_reduction: Any = None
         self.relay: Relay | None = None
         self.decoder: PcmDecoder | None = None
-        self.items: dict[int, str] = {}
-        self.committed: set[int] = set()
-        self.last_item: str | None = None
+        self.items = ConversationItems(digits=22)
         self.sent: dict[int, str] = {}  # per utterance: the confirmed text already sent as deltas
         self.samples = 0
         self.uncommitted = 0  # samples appended since the last commit (manual mode)
 
     # -- output ---------------------------------------------------------------------------------------
     def send(self, kind: str, **fields: Any) -> None:
-        self.outbox.put({"event_id": _id("event"), "type": kind, **fields})
+        self.outbox.put({"event_id": new_id("event", 22), "type": kind, **fields})
 
     def error(self, message: str, param: str | None = None, code: str = "invalid_value", **extra: Any) -> None:
         body = {"type": "invalid_request_error", "code": code, "message": message, "param": param, **extra}
@@ -194,15 +194,13 @@ class TranscriptionSession:
         }
 
     def item_id(self, utterance: int) -> str:
-        return self.items.setdefault(utterance, _id("item"))
+        return self.items.item_id(utterance)
 
     def commit_events(self, utterance: int) -> None:
-        if utterance in self.committed:
-            return
-        self.committed.add(utterance)
-        item = self.item_id(utterance)
-        self.send("input_audio_buffer.committed", previous_item_id=self.last_item, item_id=item)
-        self.last_item = item
+        committed = self.items.commit(utterance)
+        if committed is not None:
+            previous, item = committed
+            self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item)
 
     # -- engine events ----------------------------------------------------------------------------------
     @property
