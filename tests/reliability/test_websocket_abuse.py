@@ -39,7 +39,8 @@ def _header(action: str, task_id: str = "t1") -> str:
 RUN_TASK_ABUSE: list[tuple[str, list[str | bytes], str]] = [
     ("audio before run-task", [bytes(3200)], "no task is running"),
     ("not JSON", ["{not json"], "not valid json"),
-    ("a JSON list", ["[1, 2, 3]"], "json object with a 'header'"),
+    ("a JSON list", ["[1, 2, 3]"], "must be a json object"),
+    ("no header", [json.dumps({"payload": {}})], "json object with a 'header'"),
     ("no task_id", [json.dumps({"header": {"action": "run-task"}, "payload": {}})], "task_id"),
     ("finish before run", [_header("finish-task")], "no task is running"),
     ("continue before run", [_header("continue-task")], "no task is running"),

@@ -27,10 +27,10 @@ class ClientEventError(Exception):
         self.param = param
 
 
-def read_event(text: str) -> tuple[dict[str, Any], str | None]:
+def read_event(text: str, max_bytes: int = MAX_EVENT_BYTES) -> tuple[dict[str, Any], str | None]:
     """One text frame as (event object, its ``event_id`` if a string)."""
-    if len(text) > MAX_EVENT_BYTES:
-        raise ClientEventError("invalid_value", f"event too large (more than {MAX_EVENT_BYTES // 1024**2} MiB)")
+    if len(text) > max_bytes:
+        raise ClientEventError("invalid_value", f"event too large ({len(text)} bytes; the limit is {max_bytes})")
     try:
         event = json.loads(text)
     except json.JSONDecodeError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 from typing import Any
@@ -19,6 +18,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, field_validator
 
 from voxgate.api.body import websocket_message
+from voxgate.api.client_events import ClientEventError, read_event
 from voxgate.api.dashscope.ws_support import Outbox, Relay, authenticate, pump_frames, refused
 from voxgate.audio.incremental import StreamDecoder, make_decoder
 from voxgate.engine.live import Endpointing, LiveStream, open_stream
@@ -299,13 +299,11 @@ class Connection:
 
     # -- text frames --------------------------------------------------------------------------------
     async def on_text(self, text: str) -> None:
-        if len(text) > MAX_TEXT_BYTES:
-            raise TaskFailed("InvalidParameter", f"text frame too large ({len(text)} bytes)")
         try:
-            message = json.loads(text)
-        except json.JSONDecodeError:
-            raise TaskFailed("InvalidParameter", "the message is not valid JSON") from None
-        if not isinstance(message, dict) or not isinstance(message.get("header"), dict):
+            message, _ = read_event(text, MAX_TEXT_BYTES)
+        except ClientEventError as exc:
+            raise TaskFailed("InvalidParameter", exc.message) from None
+        if not isinstance(message.get("header"), dict):
             raise TaskFailed("InvalidParameter", "the message must be a JSON object with a 'header'")
         header = message["header"]
         payload: dict[str, Any] = message["payload"] if isinstance(message.get("payload"), dict) else {}
