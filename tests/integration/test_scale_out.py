@@ -98,7 +98,7 @@ def stop_worker(worker: Worker) -> None:
     if worker.process.poll() is None:
         worker.process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(timeout=60)
+            worker.process.wait(timeout=20)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(worker.process.pid, signal.SIGKILL)
     worker.process.wait()
@@ -182,25 +182,37 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
     cluster: Cluster, tmp_path: Path
 ) -> None:
     long = _long_file(tmp_path)
-    _use(cluster.a)
-    # speakers labelled: each block's embeddings are clustered once over the whole file at assembly
-    task_id = Transcription.async_call(
-        model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
-    ).output.task_id
+    # the in-process backend, same settings, same file, at the same time (it decodes on one thread)
+    alone = start_server(tmp_path / "in-process", ENGINE)
+    try:
+        _use(alone)
+        reference_id = Transcription.async_call(
+            model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
+        ).output.task_id
 
-    # kill -9 the pool process of the second worker while it decodes a block of this file
-    victim = cluster.workers[1]
-    deadline = time.monotonic() + 120
-    while not (_decoding_now(victim) and cluster.blocks(task_id)):
-        assert time.monotonic() < deadline, victim.log()[-3000:]
-        time.sleep(0.05)
-    children = psutil.Process(victim.process.pid).children()
-    assert len(children) == 1, children
-    children[0].send_signal(signal.SIGKILL)
+        _use(cluster.a)
+        # speakers labelled: each block's embeddings are clustered once over the whole file at assembly
+        task_id = Transcription.async_call(
+            model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
+        ).output.task_id
 
-    _use(cluster.b)
-    done = Transcription.wait(task=task_id)
-    result = _result(done)
+        # kill -9 the pool process of the second worker while it decodes a block of this file
+        victim = cluster.workers[1]
+        deadline = time.monotonic() + 120
+        while not (_decoding_now(victim) and cluster.blocks(task_id)):
+            assert time.monotonic() < deadline, victim.log()[-3000:]
+            time.sleep(0.05)
+        children = psutil.Process(victim.process.pid).children()
+        assert len(children) == 1, children
+        children[0].send_signal(signal.SIGKILL)
+
+        _use(cluster.b)
+        result = _result(Transcription.wait(task=task_id))
+        _use(alone)
+        reference = _result(Transcription.wait(task=reference_id))
+    finally:
+        stop_server(alone)
+
     assert "exited with 'signal 9 (SIGKILL)'" in victim.log()
     blocks = cluster.blocks(task_id)
     assert len(blocks) >= 9, blocks
@@ -211,23 +223,8 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
     assert duration >= 20 * 60 * 1000
     text = result["transcripts"][0]["text"].lower()
     assert text.count("best of times") >= 4 and text.count("fail better") >= 4, text  # 5 of each were read
-
     speakers = {sentence.get("speaker_id") for sentence in result["transcripts"][0]["sentences"]}
     assert None not in speakers and len(speakers) >= 2, speakers
-
-    # the in-process backend, same settings, same file: the same result JSON
-    alone = start_server(tmp_path / "in-process", ENGINE)
-    try:
-        _use(alone)
-        reference = _result(
-            Transcription.wait(
-                task=Transcription.async_call(
-                    model="fun-asr", file_urls=[long.as_uri()], diarization_enabled=True
-                ).output.task_id
-            )
-        )
-    finally:
-        stop_server(alone)
     assert result == reference
 
 
