@@ -277,7 +277,7 @@ def test_a_file_that_kills_its_workers_fails_after_the_attempt_limit(cluster: Cl
 
 def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
     """With no worker running, jobs wait in Redis; Redis is killed (-9) and started again on its append-only
-    file; the workers come back and finish every job."""
+    file; the API nodes publish again, the workers come back and finish every job."""
     for worker in cluster.workers:
         stop_worker(worker)
     submitted = []
@@ -286,6 +286,10 @@ def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
         submitted.append((Transcription.async_call(model="fun-asr", file_urls=[audio_file(clip).as_uri()]), clip))
     cluster.redis.stop(kill=True)
     cluster.redis.start()
+    _use(cluster.b)  # the API node publishes again on a new connection
+    submitted.append(
+        (Transcription.async_call(model="fun-asr", file_urls=[audio_file("goforward.wav").as_uri()]), "goforward.wav")
+    )
     directory = cluster.workers[0].log_path.parent
     cluster.workers[:] = [start_worker(name, cluster.a.env, directory) for name in WORKERS]
     for response, clip in submitted:

@@ -18,6 +18,7 @@ The Celery wiring is in ``jobs.celery_app``; these functions know nothing of the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -164,6 +165,22 @@ def maybe_assemble(ctx: WorkerContext, task_id: str, position: int, send_assembl
 
 
 # -- 1. plan ----------------------------------------------------------------------------------------------
+def _failing_internally(step: Callable[..., None]) -> Callable[..., None]:
+    """An unexpected error in a step fails the file with ``InternalError`` (as the in-process executor does)
+    instead of leaving it RUNNING with its message acknowledged."""
+
+    @functools.wraps(step)
+    def guarded(ctx: WorkerContext, task_id: str, position: int, *args: Any) -> None:
+        try:
+            step(ctx, task_id, position, *args)
+        except Exception:
+            log.exception("%s of file %d of task %s failed", step.__name__, position, task_id)
+            _fail_file(ctx, task_id, position, "InternalError", "internal error while transcribing")
+
+    return guarded
+
+
+@_failing_internally
 def plan_file(
     ctx: WorkerContext, task_id: str, position: int, send_block: BlockSender, send_assemble: AssembleSender
 ) -> None:
@@ -235,6 +252,7 @@ def plan_file(
 
 
 # -- 2. one block -----------------------------------------------------------------------------------------
+@_failing_internally
 def decode_block(
     ctx: WorkerContext,
     task_id: str,
@@ -283,6 +301,7 @@ def decode_block(
 
 
 # -- 3. assemble ------------------------------------------------------------------------------------------
+@_failing_internally
 def assemble_file(ctx: WorkerContext, task_id: str, position: int) -> None:
     """Build and write the file's result from its decoded blocks, as the in-process backend would."""
     store = ctx.store
@@ -324,7 +343,8 @@ def assemble_file(ctx: WorkerContext, task_id: str, position: int) -> None:
     result = FileResult(info=info, transcripts=transcripts)
     token = plan.plan["token"]
     url = task.files[position].file_url
-    path = write_result(ctx.settings.data_dir / "results", token, result_body(result, url, profile, params))
+    body = result_body(result, url, profile, params)
+    path = write_result(ctx.settings.data_dir / "results", token, body, writer=uuid.uuid4().hex)
     expires = time.time() + ctx.settings.result_retention_hours * 3600
     duration = info.duration_ms or max((t.duration_ms for t in transcripts), default=0)
     if store.complete_file(

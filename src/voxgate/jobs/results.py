@@ -38,12 +38,13 @@ def result_body(result: FileResult, url: str, profile: EngineProfile, params: Jo
     return file_result_json(result, url, family=profile.family, words=words)
 
 
-def write_result(results_dir: Path, token: str, body: dict[str, object]) -> Path:
+def write_result(results_dir: Path, token: str, body: dict[str, object], writer: str = "") -> Path:
     """Write one file's result JSON under its unguessable token, atomically (a crash leaves either no file or a
-    whole one; the retry after a crash overwrites the same name)."""
+    whole one; the retry after a crash overwrites the same name). ``writer`` names the partial file apart when
+    several processes may write the same result at once."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{token}.json"
-    partial = path.with_suffix(".part")
+    partial = path.with_name(f"{token}.{writer}.part" if writer else f"{token}.part")
     with partial.open("w", encoding="utf-8") as out:
         json.dump(body, out, ensure_ascii=False)
         out.flush()
