@@ -177,3 +177,15 @@ def test_live_labels_of_real_readers_one_label_each() -> None:
     labels = [labeler.assign(mix.audio[a:b]) for a, b, _s in spoken]
     scores = speech_mixes.live_scores(labels, spoken)
     assert scores == {"speaker_confusion": 0.0, "labels_per_reader": 1, "labels": 3}, (labels, spoken)
+
+
+def test_live_labels_hold_in_noise_at_20_db_snr() -> None:
+    """Three real readers streamed through white noise at 20 dB SNR: still one label per reader (each
+    utterance's own background is subtracted before it is embedded)."""
+    mix = speech_mixes.build("nagg/dickens/beckett", ["n1", "d1s", "b1", "n2", "d2s", "b2"], 1.0)
+    noisy = speech_mixes.SpeechMix(mix.name, speech_mixes.with_noise(mix.audio, 20), mix.turns)
+    spoken = speech_mixes.utterances(noisy, silence_s=0.8)
+    labeler = diarize.OnlineSpeakerLabeler()
+    labels = [labeler.assign(noisy.audio[a:b]) for a, b, _s in spoken]
+    scores = speech_mixes.live_scores(labels, spoken)
+    assert scores == {"speaker_confusion": 0.0, "labels_per_reader": 1, "labels": 3}, (labels, spoken)
