@@ -45,7 +45,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/batch.py
-	@for b in jobs streaming quality; do [ ! -f bench/$$b.py ] || $(BIN)/python bench/$$b.py || exit 1; done
+	@for b in jobs streaming quality scale; do [ ! -f bench/$$b.py ] || $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
