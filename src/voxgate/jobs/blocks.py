@@ -37,7 +37,7 @@ from voxgate.audio.decode import SAMPLE_RATE, probe
 from voxgate.config import Settings
 from voxgate.engine import diarize
 from voxgate.engine.catalog import EngineProfile
-from voxgate.engine.recognizer import FileBlock, Recognizer
+from voxgate.engine.recognizer import FileBlock, Recognizer, release_freed_memory
 from voxgate.engine.types import AudioInfo, FileResult, Hotword, Sentence, Word
 from voxgate.errors import VoxgateError
 from voxgate.jobs.fetch import Fetcher
@@ -234,6 +234,7 @@ def plan_file(
                 if not store.add_block(task_id, position, channel, index, block.offset, block.end):
                     send_block(task_id, position, channel, index, language)
                 index += 1
+                release_freed_memory()
             count += index
             plan["channels"][str(channel)] = {"language": language, "samples": total, "speech": speech}
         store.save_plan(task_id, position, plan, blocks=count, complete=True)
@@ -288,6 +289,8 @@ def decode_block(
             speakers = None
             if params.options.diarization:
                 speakers = speakers_to_bytes(*diarize.embed_block(audio, row.start_sample))
+            del audio, block
+            release_freed_memory()
         except VoxgateError as exc:
             code, message = failure_of(exc)
             _fail_file(ctx, task_id, position, code, message)
