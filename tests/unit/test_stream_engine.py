@@ -179,6 +179,11 @@ def test_repeated_phrase_finds_a_re_read_sentence() -> None:
     assert repeated_phrase(["go", "forward", "ten", "meters"]) is None
 
 
+def test_repeated_phrase_finds_a_re_read_cut_short() -> None:
+    said = "It was the age of wisdom. It was the age of foolishness."
+    assert repeated_phrase(f"{said} It was the age of wisdom. It was the age of foolish".split()) == 12
+
+
 def test_repeated_phrase_leaves_parallel_phrasing_alone() -> None:
     dickens = "It was the best of times, it was the worst of times. It was the age of wisdom, it was the age of"
     assert repeated_phrase(f"{dickens} foolishness.".split()) is None
@@ -197,7 +202,7 @@ async def test_long_sentence_decodes_as_two_halves_side_by_side() -> None:
     async def emit(event: StreamEvent) -> None:
         events.append(event)
 
-    config = StreamConfig(silence_ms=3000, split_final_ms=4000, speculative_ms=0)
+    config = StreamConfig(silence_ms=3000, split_final_ms=4000, speculative_ms=0, head_final_ms=0)
     stream = RecognitionStream(engine, scheduler, scheduler.admit(0.1).key, emit, config)
     try:
         await stream.push(audio)
@@ -211,3 +216,43 @@ async def test_long_sentence_decodes_as_two_halves_side_by_side() -> None:
     assert second_ms == first_ms + first_len * 1000 // RATE  # the halves tile the sentence
     sentence = finals[0].sentence
     assert sentence is not None and sentence.text.count("utterance") == 2 and sentence.end_time > 10_000
+
+
+async def test_long_sentence_heads_are_decoded_while_it_goes_on() -> None:
+    """A sentence that keeps going past ``head_final_ms``: its head up to a pause is decoded with the final model
+    while speech continues, so the decode after its end covers only the rest; the pieces tile the sentence and
+    the client still gets one final."""
+    pause = np.zeros(RATE * 4 // 10, dtype=np.float32)  # shorter than the endpoint silence
+    talk = np.concatenate([speech("goforward.wav"), pause, speech("something.wav"), pause] * 3)
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), talk, np.zeros(4 * RATE, dtype=np.float32)])
+    engine = FakeEngine()
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    scheduler.start()
+    events: list[StreamEvent] = []
+    decoded_before_the_end: list[int] = []
+
+    async def emit(event: StreamEvent) -> None:
+        if isinstance(event, SpeechStopped):
+            await asyncio.sleep(0.2)  # let heads already submitted finish
+            decoded_before_the_end.append(len(engine.finals))
+        events.append(event)
+
+    config = StreamConfig(
+        silence_ms=3000, max_sentence_ms=60_000, split_final_ms=0, head_final_ms=4000, speculative_ms=0
+    )
+    stream = RecognitionStream(engine, scheduler, scheduler.admit(0.1).key, emit, config)
+    try:
+        for i in range(0, audio.shape[0], 1600):
+            await stream.push(audio[i : i + 1600])
+            await asyncio.sleep(0.001)
+        await stream.finish()
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1 and finals[0].sentence is not None
+    assert stream.heads >= 2 and decoded_before_the_end[0] >= 2, "heads decoded while the sentence went on"
+    spans = sorted(engine.finals)
+    for (start, length), (after, _) in itertools.pairwise(spans):
+        assert after == start + length * 1000 // RATE, spans  # head, head, ..., rest: they tile the sentence
+    assert spans[-1][1] < 6 * RATE, "the decode after the end covers only the rest"
+    assert finals[0].sentence.text.count("utterance") == len(spans)

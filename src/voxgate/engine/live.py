@@ -22,6 +22,7 @@ from voxgate.engine.partial import WhisperStreamEngine
 from voxgate.engine.recognizer import Recognizer
 from voxgate.engine.scheduler import Ticket
 from voxgate.engine.stream import (
+    HEAD_FINAL_MS,
     SAMPLE_RATE,
     SPLIT_FINAL_MS,
     Final,
@@ -93,6 +94,7 @@ async def open_stream(
         scheduler.release(ticket)
         raise
     known = options.language or ("en" if partial_model == recognizer.config.english_model else None)
+    whole = options.diarization or options.translate_finals
     config = StreamConfig(
         threshold=endpointing.threshold,
         silence_ms=endpointing.silence_ms,
@@ -100,7 +102,8 @@ async def open_stream(
         max_sentence_ms=endpointing.max_sentence_ms,
         language=known,
         # one utterance, one voice, one translation: labelled and translated whole
-        split_final_ms=0 if options.diarization or options.translate_finals else SPLIT_FINAL_MS,
+        split_final_ms=0 if whole else SPLIT_FINAL_MS,
+        head_final_ms=0 if whole else HEAD_FINAL_MS,
     )
     if not endpointing.partials:
         config = replace(config, first_partial_ms=NO_PARTIALS_MS)

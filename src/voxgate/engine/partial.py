@@ -76,9 +76,10 @@ def _norm(word: str) -> str:
 
 def repeated_phrase(words: list[str], size: int = 4) -> int | None:
     """Index where the decoder started re-reading earlier words into the padding: a phrase of ``size`` words
-    occurs again and the text from there on repeats the earlier text to its very end. None otherwise: natural
-    parallel phrasing ("it was the age of wisdom, it was the age of foolishness") continues differently.
-    Shorter texts are checked with smaller phrases."""
+    occurs again and the text from there on repeats the earlier text to its very end (its last word may be cut
+    short: "... foolishness. it was the age of foolish"). None otherwise: natural parallel phrasing ("it was the
+    age of wisdom, it was the age of foolishness") continues differently. Shorter texts are checked with smaller
+    phrases."""
     keys = [_norm(w) for w in words]
     size = min(size, max(3, len(keys) // 3))
     seen: dict[tuple[str, ...], list[int]] = {}
@@ -87,8 +88,8 @@ def repeated_phrase(words: list[str], size: int = 4) -> int | None:
         for first in seen.get(gram, []):
             if start < first + size:
                 continue
-            tail = keys[start:]
-            if tail == keys[first : first + len(tail)]:
+            tail, earlier = keys[start:], keys[first : first + len(keys) - start]
+            if tail[:-1] == earlier[:-1] and earlier[-1].startswith(tail[-1]):
                 return start
         seen.setdefault(gram, []).append(start)
     return None

@@ -32,6 +32,9 @@ FRAME = 512  # Silero VAD window (32 ms)
 CONTEXT = 64
 FRAME_MS = FRAME * 1000 // SAMPLE_RATE
 SPLIT_FINAL_MS = 8_000
+HEAD_FINAL_MS = 5_000
+HEAD_MIN_MS = 3_000  # a settled head is at least this long
+HEAD_PAUSE_AGE_MS = 400  # and ends in a pause at least this far behind the newest audio
 DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
 
@@ -105,6 +108,9 @@ class StreamConfig:
     speculative_ms: int = 200  # earliest start of a speculative final, ms into the silence
     max_pending_finals: int = 4
     split_final_ms: int = SPLIT_FINAL_MS  # longer sentences decode as two halves side by side (0 = never)
+    # While a sentence goes on past this much undecoded audio, its head up to a pause is decoded with the final
+    # model already, so the final at its end only decodes the rest (0 = never)
+    head_final_ms: int = HEAD_FINAL_MS
     language: str | None = None
 
 
@@ -217,6 +223,8 @@ class _Utterance:
     shown_seq: int = 0
     speculative: tuple[int, asyncio.Task[tuple[list[Sentence], str | None]]] | None = None
     voiced: bool = False
+    heads: list[asyncio.Task[tuple[list[Sentence], str | None]]] = field(default_factory=list)
+    head_end: int = 0  # absolute sample where the decoded heads end (the sentence start until one is cut)
 
 
 class RecognitionStream:
@@ -252,6 +260,7 @@ class RecognitionStream:
         self._closed = False
         self._final_cost: float | None = None  # seconds a final took per second of its audio (EWMA)
         self.speculative_abandoned = 0  # speculative finals given up because speech went on
+        self.heads = 0  # heads of long sentences decoded while they went on
         self.failure: BaseException | None = None
 
     # -- input --------------------------------------------------------------------------------------
@@ -318,8 +327,8 @@ class RecognitionStream:
         self._current = None
         self._run = 0
         self._silence = 0
-        if utt is not None and utt.speculative is not None:
-            utt.speculative[1].cancel()
+        if utt is not None:
+            self._cancel_pending(utt)
         if self._partial_task is not None:
             self._partial_task.cancel()
             self._partial_task = None
@@ -332,8 +341,15 @@ class RecognitionStream:
             task.cancel()
         if self._partial_task is not None:
             self._partial_task.cancel()
-        if self._current is not None and self._current.speculative is not None:
-            self._current.speculative[1].cancel()
+        if self._current is not None:
+            self._cancel_pending(self._current)
+
+    @staticmethod
+    def _cancel_pending(utt: _Utterance) -> None:
+        if utt.speculative is not None:
+            utt.speculative[1].cancel()
+        for head in utt.heads:
+            head.cancel()
 
     # -- VAD state machine --------------------------------------------------------------------------
     async def _on_frame(self, prob: float) -> None:
@@ -368,6 +384,7 @@ class RecognitionStream:
                 utt.speculative[1].cancel()
                 utt.speculative = None
                 self.speculative_abandoned += 1
+            self._maybe_head(utt, frame_end)
         elif prob < cfg.threshold - 0.15 or prob < 0.1:
             self._silence += 1
         silence_ms = _ms(frame_end - utt.last_speech)
@@ -378,15 +395,13 @@ class RecognitionStream:
                 return
             if utt.speculative is None and self._speculate_at_ms(utt, frame_end) <= silence_ms:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
-                audio = self._ring.slice(utt.start, end)
-                decode = self._decode_final(audio, utt.start, utt.last_speech, list(utt.probs))
-                utt.speculative = (end, asyncio.ensure_future(decode))
+                utt.speculative = (end, asyncio.ensure_future(self._decode_rest(utt, end, utt.last_speech)))
         if frame_end - utt.start >= _samples(cfg.max_sentence_ms):
             await self._force_cut(utt, frame_end)
 
     def _open(self, start: int, speech_start: int) -> _Utterance:
         self._utterances += 1
-        utt = _Utterance(self._utterances, start, speech_start, speech_start)
+        utt = _Utterance(self._utterances, start, speech_start, speech_start, head_end=start)
         utt.last_partial_at = speech_start
         self._current = utt
         self._silence = 0
@@ -429,19 +444,52 @@ class RecognitionStream:
             if spec is not None:
                 spec[1].cancel()
                 self.speculative_abandoned += 1
-            audio = self._ring.slice(utt.start, end)
-            decode = asyncio.ensure_future(
-                self._decode_final(
-                    audio,
-                    utt.start,
-                    utt.last_speech if utt.voiced or not self.config.manual else None,
-                    list(utt.probs),
-                )
-            )
+            heard_until = utt.last_speech if utt.voiced or not self.config.manual else None
+            decode = asyncio.ensure_future(self._decode_rest(utt, end, heard_until))
         previous = self._last_delivery
         task = asyncio.ensure_future(self._deliver(utt, decode, previous, _ms(utt.start), _ms(end)))
         self._last_delivery = task
         self._finals.append(task)
+
+    def _maybe_head(self, utt: _Utterance, now: int) -> None:
+        """Speech goes on in a long sentence: decode its head, up to the latest pause, with the final model now
+        (a final of a sentence that keeps going would otherwise decode all of it after its end)."""
+        cfg = self.config
+        if cfg.head_final_ms <= 0 or now - utt.head_end < _samples(cfg.head_final_ms):
+            return
+        if self.scheduler.finals_waiting:
+            return  # the decoders are behind: no extra work now, the final will cover it
+        first = (utt.head_end - utt.start) // FRAME + HEAD_MIN_MS // FRAME_MS
+        last = len(utt.probs) - HEAD_PAUSE_AGE_MS // FRAME_MS
+        quiet = cfg.threshold - 0.15
+        pause = None
+        for i in range(last - 1, first, -1):  # the latest pause of two quiet frames or more
+            if utt.probs[i] < quiet and utt.probs[i - 1] < quiet:
+                pause = i
+                break
+        if pause is None:
+            return
+        cut = utt.start + pause * FRAME
+        audio = self._ring.slice(utt.head_end, cut)
+        probs = utt.probs[(utt.head_end - utt.start) // FRAME : pause]
+        utt.heads.append(asyncio.ensure_future(self._decode_final(audio, utt.head_end, None, probs)))
+        utt.head_end = cut
+        self.heads += 1
+
+    async def _decode_rest(
+        self, utt: _Utterance, end: int, speech_end: int | None
+    ) -> tuple[list[Sentence], str | None]:
+        """The sentence's final: its decoded heads, then the audio after them up to ``end``."""
+        heads = list(utt.heads)
+        start = utt.head_end
+        probs = utt.probs[(start - utt.start) // FRAME :]
+        tail = self._decode_final(self._ring.slice(start, end), start, speech_end, probs)
+        if not heads:
+            return await tail
+        results = await asyncio.gather(*heads, tail)
+        sentences = [s for part, _language in results for s in part]
+        language = next((lang for _part, lang in results if lang), None)
+        return sentences, language
 
     async def _decode_final(
         self, audio: np.ndarray, start: int, speech_end: int | None, probs: list[float]
