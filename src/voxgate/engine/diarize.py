@@ -49,6 +49,7 @@ LIVE_SHORT_SLOPE = 0.12  # plus this over the square root of the utterance's win
 LIVE_NOISE_PERCENTILE = 5  # live labels: an utterance's background is the quietest 5% of its frames per band,
 LIVE_OVERSUBTRACTION = 4.0  # subtracted this many times from its mel power;
 LIVE_SPEECH_DB = 6.0  # frames this far above that background are the speech that is embedded
+LIVE_MIN_NEW_SPEAKER_FRAMES = 100  # an utterance with less speech than this (1 s) never opens a new speaker
 MAX_SPEAKERS = 20  # when the count is estimated
 MAX_CLUSTERED = 1000  # beyond this many segments, cluster a stride of them and assign the rest
 TIMELINE_MS = 50  # resolution of the speaker timeline words are read from
@@ -510,7 +511,13 @@ def diarize(
 
 # -- real-time sessions -------------------------------------------------------------------------------------
 def utterance_windows(audio: np.ndarray) -> np.ndarray:
-    """The window embeddings of one finalized utterance (n, 256); none when it is shorter than half a second.
+    """The window embeddings of one finalized utterance (n, 256); none when it is shorter than half a second
+    (see :func:`utterance_speech`)."""
+    return utterance_speech(audio)[0]
+
+
+def utterance_speech(audio: np.ndarray) -> tuple[np.ndarray, int]:
+    """The window embeddings (n, 256) of one finalized utterance and how many 10 ms frames of speech it holds.
 
     Cheaper than :func:`embed_speech`, and made for a channel that is only seen one utterance at a time: one
     mel spectrogram of the whole utterance, whose own background (the quietest
@@ -522,10 +529,11 @@ def utterance_windows(audio: np.ndarray) -> np.ndarray:
     """
     mels = mel_spectrogram(audio)
     if mels.shape[0] < MIN_WINDOW_FRAMES:
-        return np.zeros((0, 256), dtype=np.float32)
+        return np.zeros((0, 256), dtype=np.float32), 0
     background = np.percentile(mels, LIVE_NOISE_PERCENTILE, axis=0)
     speech = mels.sum(axis=1) > float(background.sum()) * 10 ** (LIVE_SPEECH_DB / 10)
-    if int(speech.sum()) < MIN_WINDOW_FRAMES:
+    speech_frames = int(speech.sum())
+    if speech_frames < MIN_WINDOW_FRAMES:
         speech[:] = True
     cleaned = np.maximum(mels - LIVE_OVERSUBTRACTION * background, NOISE_SPECTRAL_FLOOR * mels)[speech]
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(audio, HOP // 2), HOP)[::HOP][: speech.size]
@@ -538,7 +546,7 @@ def utterance_windows(audio: np.ndarray) -> np.ndarray:
     for length in {w.shape[0] for w in windows}:
         rows = [i for i, w in enumerate(windows) if w.shape[0] == length]
         out[rows] = model.embed(np.stack([windows[i] for i in rows]))
-    return out
+    return out, speech_frames
 
 
 class OnlineSpeakerLabeler:
@@ -548,7 +556,10 @@ class OnlineSpeakerLabeler:
     speaker so far: it joins the closest one unless the cosine distance exceeds
     ``threshold + LIVE_SHORT_SLOPE / sqrt(windows)`` (a short utterance's embedding is noisier, so it needs
     to be farther away to open a new speaker), in which case it opens a new speaker (up to
-    ``max_speakers``; then the closest). Too-short utterances keep the previous speaker. Thread-safe.
+    ``max_speakers``; then the closest). An utterance with less than a second of speech
+    (:data:`LIVE_MIN_NEW_SPEAKER_FRAMES`) never opens one: far from everyone, it takes the closest
+    speaker's id without changing that speaker's voice. Too-short utterances keep the previous speaker.
+    Thread-safe.
     """
 
     def __init__(self, threshold: float = LIVE_THRESHOLD, max_speakers: int | None = None) -> None:
@@ -564,7 +575,7 @@ class OnlineSpeakerLabeler:
 
     def assign(self, audio: np.ndarray) -> int:
         """Speaker id of one utterance (16 kHz float32 audio of the finalized sentence)."""
-        windows = utterance_windows(audio)
+        windows, speech_frames = utterance_speech(audio)
         with self._lock:
             if windows.shape[0] == 0:
                 if self._last is None:
@@ -572,27 +583,29 @@ class OnlineSpeakerLabeler:
                     self._last = 0
                 return self._last
             embedding = _normalize(windows.mean(axis=0))
-            speaker = self._closest(embedding, windows.shape[0])
-            if speaker is None:
+            speaker, near = self._closest(embedding, windows.shape[0])
+            long_enough = speech_frames >= LIVE_MIN_NEW_SPEAKER_FRAMES
+            if speaker is None or (not near and long_enough and len(self._sums) < self.max_speakers):
                 self._sums.append(np.zeros(256, dtype=np.float32))
-                speaker = len(self._sums) - 1
-            self._sums[speaker] = self._sums[speaker] + embedding * windows.shape[0]
+                speaker, near = len(self._sums) - 1, True
+            if near:  # a far, short utterance takes the closest speaker's id but leaves its voice alone
+                self._sums[speaker] = self._sums[speaker] + embedding * windows.shape[0]
             self._last = speaker
             return speaker
 
-    def _closest(self, embedding: np.ndarray, windows: int) -> int | None:
+    def _closest(self, embedding: np.ndarray, windows: int) -> tuple[int | None, bool]:
+        """The closest speaker so far (None when there is none) and whether it is within the new-speaker
+        distance."""
         live = [i for i, s in enumerate(self._sums) if float(np.linalg.norm(s)) > 0]
         if not live:
             if self._sums:  # a placeholder speaker 0 opened by a too-short first sentence
-                return 0
-            return None
+                return 0, True
+            return None, True
         centroids = _normalize(np.stack([self._sums[i] for i in live]))
         similarity = centroids @ embedding
         best = int(np.argmax(similarity))
         limit = self.threshold + LIVE_SHORT_SLOPE / np.sqrt(windows)
-        if 1.0 - float(similarity[best]) <= limit or len(self._sums) >= self.max_speakers:
-            return live[best]
-        return None
+        return live[best], 1.0 - float(similarity[best]) <= limit
 
     def label(self, sentence: Sentence, audio: np.ndarray) -> Sentence:
         """Set ``sentence.speaker_id`` from its audio and return the sentence."""
