@@ -256,3 +256,41 @@ async def test_long_sentence_heads_are_decoded_while_it_goes_on() -> None:
         assert after == start + length * 1000 // RATE, spans  # head, head, ..., rest: they tile the sentence
     assert spans[-1][1] < 6 * RATE, "the decode after the end covers only the rest"
     assert finals[0].sentence.text.count("utterance") == len(spans)
+
+
+class EagerSpeculation(RecognitionStream):
+    """Starts speculative finals 200 ms into any pause (the policy's timing is tested elsewhere)."""
+
+    def _speculate_at_ms(self, utt: object, now: int) -> int:
+        return 200
+
+
+async def test_speculative_final_overtaken_by_speech_becomes_a_head() -> None:
+    """A pause long enough to start a speculative final, then more speech: the decode already made covers the
+    sentence up to that pause and is kept as its head, not thrown away."""
+    pause, end = np.zeros(RATE * 4 // 10, dtype=np.float32), np.zeros(3 * RATE, dtype=np.float32)
+    audio = np.concatenate([pause, speech("goforward.wav"), pause, speech("something.wav"), end])
+    engine = FakeEngine()
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    scheduler.start()
+    events: list[StreamEvent] = []
+
+    async def emit(event: StreamEvent) -> None:
+        events.append(event)
+
+    config = StreamConfig(silence_ms=2000, split_final_ms=0, head_final_ms=60_000)
+    stream = EagerSpeculation(engine, scheduler, scheduler.admit(0.1).key, emit, config)
+    try:
+        for i in range(0, audio.shape[0], 1600):
+            await stream.push(audio[i : i + 1600])
+            await asyncio.sleep(0.002)
+        await stream.finish()
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1 and finals[0].sentence is not None
+    assert stream.heads >= 1 and stream.speculative_abandoned == 0, (stream.heads, stream.speculative_abandoned)
+    spans = sorted(engine.finals)
+    assert len(spans) == stream.heads + 1, "no decode thrown away"
+    for (start, length), (after, _) in itertools.pairwise(spans):
+        assert after == start + length * 1000 // RATE, spans

@@ -26,6 +26,7 @@ from voxgate.engine.sentences import sentence_text
 from voxgate.engine.types import Sentence, Word, join_sentences
 
 log = logging.getLogger("voxgate.stream")
+Decoded = tuple[list[Sentence], str | None]  # a final decode: its sentences and the language heard
 
 SAMPLE_RATE = 16_000
 FRAME = 512  # Silero VAD window (32 ms)
@@ -35,6 +36,7 @@ SPLIT_FINAL_MS = 8_000
 HEAD_FINAL_MS = 5_000
 HEAD_MIN_MS = 3_000  # a settled head is at least this long
 HEAD_PAUSE_AGE_MS = 400  # and ends in a pause at least this far behind the newest audio
+SPECULATIVE_HEAD_MS = 1_500  # a speculative final overtaken by more speech becomes a head when this long
 DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
 
@@ -221,9 +223,9 @@ class _Utterance:
     last_partial_at: int = 0
     partial_seq: int = 0
     shown_seq: int = 0
-    speculative: tuple[int, asyncio.Task[tuple[list[Sentence], str | None]]] | None = None
+    speculative: tuple[int, asyncio.Task[Decoded]] | None = None
     voiced: bool = False
-    heads: list[asyncio.Task[tuple[list[Sentence], str | None]]] = field(default_factory=list)
+    heads: list[asyncio.Task[Decoded]] = field(default_factory=list)
     head_end: int = 0  # absolute sample where the decoded heads end (the sentence start until one is cut)
 
 
@@ -381,9 +383,7 @@ class RecognitionStream:
             utt.voiced = True
             self._silence = 0
             if utt.speculative is not None:
-                utt.speculative[1].cancel()
-                utt.speculative = None
-                self.speculative_abandoned += 1
+                self._keep_as_head(utt)
             self._maybe_head(utt, frame_end)
         elif prob < cfg.threshold - 0.15 or prob < 0.1:
             self._silence += 1
@@ -395,7 +395,7 @@ class RecognitionStream:
                 return
             if utt.speculative is None and self._speculate_at_ms(utt, frame_end) <= silence_ms:
                 end = min(frame_end, utt.last_speech + _samples(cfg.tail_ms))
-                utt.speculative = (end, asyncio.ensure_future(self._decode_rest(utt, end, utt.last_speech)))
+                utt.speculative = (end, self._tail(utt, end, utt.last_speech))
         if frame_end - utt.start >= _samples(cfg.max_sentence_ms):
             await self._force_cut(utt, frame_end)
 
@@ -437,15 +437,15 @@ class RecognitionStream:
             self._partial_task.cancel()
             self._partial_task = None
         spec = utt.speculative
-        decode: asyncio.Future[tuple[list[Sentence], str | None]]
         if spec is not None and spec[0] == end and not spec[1].cancelled():
-            decode = spec[1]
+            tail = spec[1]
         else:
             if spec is not None:
                 spec[1].cancel()
                 self.speculative_abandoned += 1
             heard_until = utt.last_speech if utt.voiced or not self.config.manual else None
-            decode = asyncio.ensure_future(self._decode_rest(utt, end, heard_until))
+            tail = self._tail(utt, end, heard_until)
+        decode = asyncio.ensure_future(self._with_heads(list(utt.heads), tail))
         previous = self._last_delivery
         task = asyncio.ensure_future(self._deliver(utt, decode, previous, _ms(utt.start), _ms(end)))
         self._last_delivery = task
@@ -476,14 +476,29 @@ class RecognitionStream:
         utt.head_end = cut
         self.heads += 1
 
-    async def _decode_rest(
-        self, utt: _Utterance, end: int, speech_end: int | None
-    ) -> tuple[list[Sentence], str | None]:
-        """The sentence's final: its decoded heads, then the audio after them up to ``end``."""
-        heads = list(utt.heads)
+    def _keep_as_head(self, utt: _Utterance) -> None:
+        """Speech went on after a speculative final had started: the audio it decodes ends in a pause, so it
+        becomes a head of the sentence when long enough; otherwise it is given up."""
+        assert utt.speculative is not None
+        end, decode = utt.speculative
+        utt.speculative = None
+        if end - utt.head_end >= _samples(SPECULATIVE_HEAD_MS) and self.config.head_final_ms > 0:
+            utt.heads.append(decode)
+            utt.head_end = end
+            self.heads += 1
+        else:
+            decode.cancel()
+            self.speculative_abandoned += 1
+
+    def _tail(self, utt: _Utterance, end: int, speech_end: int | None) -> asyncio.Task[Decoded]:
+        """The decode of the sentence's audio after its heads, up to ``end``."""
         start = utt.head_end
         probs = utt.probs[(start - utt.start) // FRAME :]
-        tail = self._decode_final(self._ring.slice(start, end), start, speech_end, probs)
+        return asyncio.ensure_future(self._decode_final(self._ring.slice(start, end), start, speech_end, probs))
+
+    @staticmethod
+    async def _with_heads(heads: list[asyncio.Task[Decoded]], tail: asyncio.Future[Decoded]) -> Decoded:
+        """The sentence's final: its heads' words, then the tail's."""
         if not heads:
             return await tail
         results = await asyncio.gather(*heads, tail)
