@@ -280,3 +280,22 @@ async def test_quiet_hook_runs_once_after_the_last_stream_and_its_work() -> None
         assert calls == [False], calls
     finally:
         await asyncio.to_thread(scheduler.stop)
+
+
+async def test_urgent_finals_go_before_heads_of_sentences_still_spoken(one_worker: Scheduler) -> None:
+    """Stream 1 queues the heads of a sentence still being spoken; stream 2's sentence ends: its final goes
+    first, then the heads in order, then partials."""
+    fake = FakeDecoder()
+    block, started, release = fake.hold()
+    blocker = asyncio.ensure_future(one_worker.run_async(WorkClass.SYNC, block))
+    await asyncio.to_thread(started.wait)
+    jobs = [
+        asyncio.ensure_future(one_worker.run_final(1, fake.unit("head 1"), urgent=False)),
+        asyncio.ensure_future(one_worker.run_final(1, fake.unit("head 2"), urgent=False)),
+        asyncio.ensure_future(one_worker.run_partial(2, fake.unit("partial"))),
+        asyncio.ensure_future(one_worker.run_final(2, fake.unit("end of sentence"))),
+    ]
+    await settle()
+    release.set()
+    await asyncio.gather(blocker, *jobs)
+    assert fake.order == ["end of sentence", "head 1", "head 2", "partial"]

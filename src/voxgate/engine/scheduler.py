@@ -4,7 +4,8 @@ Every model call — real-time finals and partials, synchronous requests, file j
 of the scheduler's worker threads. Units are short (a final, a partial, one VAD window of a file), so the
 order in which they start is the policy:
 
-1. **finals** (a client waits for them at every sentence end), round-robin across streams;
+1. **finals** (a client waits for them at every sentence end), round-robin across streams; a final submitted
+   as not ``urgent`` (the head of a sentence still being spoken) goes after every urgent one;
 2. **partials**, the newest per stream only (an older queued partial is dropped), round-robin;
 3. **synchronous** requests, then 4. **file-job** units, first come first served.
 
@@ -128,6 +129,7 @@ class _Unit:
     stream: int = 0
     wanted: Callable[[], bool] | None = None
     queued: float = field(default_factory=time.perf_counter)
+    urgent: bool = True
 
 
 _local = threading.local()
@@ -270,9 +272,12 @@ class Scheduler:
         self._threads.clear()
 
     # -- submitting work ----------------------------------------------------------------------------
-    async def run_final(self, stream: int, fn: Callable[[], T], wanted: Callable[[], bool] | None = None) -> T:
-        """Run ``fn`` with final priority; raises ``asyncio.CancelledError`` if dropped."""
-        result: T = await self._submit_async(WorkClass.FINAL, fn, stream, wanted, dropped=_CANCEL)
+    async def run_final(
+        self, stream: int, fn: Callable[[], T], wanted: Callable[[], bool] | None = None, *, urgent: bool = True
+    ) -> T:
+        """Run ``fn`` with final priority (after every urgent final unless ``urgent``); raises
+        ``asyncio.CancelledError`` if dropped."""
+        result: T = await self._submit_async(WorkClass.FINAL, fn, stream, wanted, dropped=_CANCEL, urgent=urgent)
         return result
 
     async def run_partial(self, stream: int, fn: Callable[[], T], wanted: Callable[[], bool] | None = None) -> T | None:
@@ -320,6 +325,7 @@ class Scheduler:
         wanted: Callable[[], bool] | None,
         *,
         dropped: Any,
+        urgent: bool = True,
     ) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -336,7 +342,7 @@ class Scheduler:
         def alive() -> bool:  # a caller that stopped waiting (cancelled) no longer wants the result
             return not future.done() and (wanted is None or wanted())
 
-        self._enqueue(_Unit(work, fn, deliver, drop, stream, alive))
+        self._enqueue(_Unit(work, fn, deliver, drop, stream, alive, urgent=urgent))
         try:
             return await future
         except asyncio.CancelledError:
@@ -368,8 +374,12 @@ class Scheduler:
     def _next(self) -> _Unit | None:
         """Under the lock: the next unit to run, by the policy in the module docstring."""
         while self._finals:
-            stream, queue = next(iter(self._finals.items()))
-            unit = queue.popleft()
+            stream, queue = next(
+                ((key, q) for key, q in self._finals.items() if any(u.urgent for u in q)),
+                next(iter(self._finals.items())),
+            )
+            unit = next((u for u in queue if u.urgent), queue[0])
+            queue.remove(unit)
             if queue:
                 self._finals.move_to_end(stream)
             else:

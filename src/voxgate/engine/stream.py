@@ -36,6 +36,7 @@ SPLIT_FINAL_MS = 8_000
 HEAD_FINAL_MS = 5_000
 HEAD_MIN_MS = 3_000  # a settled head is at least this long
 HEAD_PAUSE_AGE_MS = 400  # and ends in a pause at least this far behind the newest audio
+PARTIAL_PACE = 2.5  # an interim is not started sooner than this many times the previous one took
 SPECULATIVE_HEAD_MS = 1_500  # a speculative final overtaken by more speech becomes a head when this long
 DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
@@ -106,7 +107,7 @@ class StreamConfig:
     tail_ms: int = 200
     min_speech_ms: int = 96
     first_partial_ms: int = 400
-    partial_interval_ms: int = 500
+    partial_interval_ms: int = 500  # at least; longer while interims take long (PARTIAL_PACE x their time)
     speculative_ms: int = 200  # earliest start of a speculative final, ms into the silence
     max_pending_finals: int = 4
     split_final_ms: int = SPLIT_FINAL_MS  # longer sentences decode as two halves side by side (0 = never)
@@ -221,6 +222,7 @@ class _Utterance:
     stable: list[str] = field(default_factory=list)
     last_words: list[str] = field(default_factory=list)
     last_partial_at: int = 0
+    partial_took_s: float = 0.0  # wall time the latest interim took, queueing included
     partial_seq: int = 0
     shown_seq: int = 0
     speculative: tuple[int, asyncio.Task[Decoded]] | None = None
@@ -472,7 +474,7 @@ class RecognitionStream:
         cut = utt.start + pause * FRAME
         audio = self._ring.slice(utt.head_end, cut)
         probs = utt.probs[(utt.head_end - utt.start) // FRAME : pause]
-        utt.heads.append(asyncio.ensure_future(self._decode_final(audio, utt.head_end, None, probs)))
+        utt.heads.append(asyncio.ensure_future(self._decode_final(audio, utt.head_end, None, probs, urgent=False)))
         utt.head_end = cut
         self.heads += 1
 
@@ -507,22 +509,27 @@ class RecognitionStream:
         return sentences, language
 
     async def _decode_final(
-        self, audio: np.ndarray, start: int, speech_end: int | None, probs: list[float]
-    ) -> tuple[list[Sentence], str | None]:
+        self, audio: np.ndarray, start: int, speech_end: int | None, probs: list[float], *, urgent: bool = True
+    ) -> Decoded:
+        """Decode a closed piece of a sentence (not ``urgent``: the head of one still being spoken)."""
         speech_end_s = (speech_end - start) / SAMPLE_RATE if speech_end is not None else None
         language = self.language
         began = time.perf_counter()
         cut = self._split_point(audio, probs)
         if cut is None:
             result = await self.scheduler.run_final(
-                self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s)
+                self.key, lambda: self.engine.final(audio, _ms(start), language, speech_end_s), urgent=urgent
             )
         else:  # a long sentence: its two halves, cut in a pause, decode side by side on two workers
             rest_end = speech_end_s - cut / SAMPLE_RATE if speech_end_s is not None else None
             first, second = await asyncio.gather(
-                self.scheduler.run_final(self.key, lambda: self.engine.final(audio[:cut], _ms(start), language)),
                 self.scheduler.run_final(
-                    self.key, lambda: self.engine.final(audio[cut:], _ms(start + cut), language, rest_end)
+                    self.key, lambda: self.engine.final(audio[:cut], _ms(start), language), urgent=urgent
+                ),
+                self.scheduler.run_final(
+                    self.key,
+                    lambda: self.engine.final(audio[cut:], _ms(start + cut), language, rest_end),
+                    urgent=urgent,
                 ),
             )
             result = (first[0] + second[0], first[1] or second[1])
@@ -614,7 +621,7 @@ class RecognitionStream:
         if utt.partial_seq == 0:
             if heard < _samples(cfg.first_partial_ms):
                 return
-        elif now - utt.last_partial_at < _samples(cfg.partial_interval_ms):
+        elif now - utt.last_partial_at < _samples(self._partial_interval_ms(utt)):
             return
         if self.scheduler.pending(self.key) > 0:
             return  # finals of this stream are waiting: skip this partial, the input is ahead
@@ -623,14 +630,21 @@ class RecognitionStream:
         audio = self._ring.slice(utt.start, now)
         self._partial_task = asyncio.ensure_future(self._run_partial(utt, audio, utt.partial_seq))
 
+    def _partial_interval_ms(self, utt: _Utterance) -> int:
+        """Interims come every ``partial_interval_ms``, or less often while each takes long (long sentences,
+        busy decoders): they are a preview, the CPU goes to finals first."""
+        return max(self.config.partial_interval_ms, int(PARTIAL_PACE * utt.partial_took_s * 1000))
+
     async def _run_partial(self, utt: _Utterance, audio: np.ndarray, seq: int) -> None:
         prefix = " ".join(utt.stable)
         language = self.language
+        began = time.perf_counter()
         hyp = await self.scheduler.run_partial(
             self.key,
             lambda: self.engine.partial(audio, prefix, language),
             wanted=lambda: self._current is utt and not self._closed,
         )
+        utt.partial_took_s = time.perf_counter() - began
         if hyp is None or self._current is not utt or self._closed or seq <= utt.shown_seq:
             return
         utt.shown_seq = seq
