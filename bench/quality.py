@@ -21,9 +21,9 @@ and post-correction, as the service does); recall = sentences whose transcript c
 insertions: 16 sentences without any of the terms, recognized with the same vocabulary; any term appearing
 counts. WER of those sentences with and without the vocabulary shows what the prompt costs.
 
-Writes bench/results/quality.json.
+Writes bench/results/quality.json. Costs are CPU times of one thread; limit BLAS to it:
 
-    .venv/bin/python bench/quality.py [diarization] [hotwords]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py [diarization] [hotwords]
 """
 
 from __future__ import annotations
@@ -259,16 +259,18 @@ def word_confusion(sentences: list[Any], turns: list[tuple[int, int, int]]) -> f
 
 def diarize_mix(audio: np.ndarray, speaker_count: int | None) -> tuple[np.ndarray, np.ndarray, float]:
     """(spans, labels, seconds) of the whole offline path: VAD, windows, clustering, resegmentation."""
-    started = time.perf_counter()
+    started = time.thread_time()
     track = diarize.DiarizationTrack(speaker_count)
     track.add(audio, 0)
     spans, labels = track.speakers()
-    return spans, labels, time.perf_counter() - started
+    return spans, labels, time.thread_time() - started
 
 
 def score_mix(mix: SpeechMix, recognizer: Recognizer | None, work: Path) -> dict[str, Any]:
     spans, labels, seconds = diarize_mix(mix.audio, None)
-    known_spans, known_labels, _ = diarize_mix(mix.audio, mix.speakers)
+    known_spans, known_labels, known_seconds = diarize_mix(mix.audio, mix.speakers)
+    # the machine is shared: the cost is the least of four runs (two more without the count)
+    seconds = min(seconds, known_seconds, *(diarize_mix(mix.audio, None)[2] for _ in range(2)))
     row: dict[str, Any] = {
         "mix": mix.name,
         "note": mix.note,
@@ -308,10 +310,13 @@ def bench_live() -> list[dict[str, Any]]:
     for mix in live_mixes():
         for silence_s in (0.8, 0.4):
             spoken = utterances(mix, silence_s)
-            labeler = diarize.OnlineSpeakerLabeler()
-            started = time.perf_counter()
-            labels = [labeler.assign(mix.audio[a:b]) for a, b, _s in spoken]
-            seconds = time.perf_counter() - started
+            runs = []
+            for _ in range(3):  # the machine is shared: the least of three runs
+                labeler = diarize.OnlineSpeakerLabeler()
+                started = time.thread_time()
+                labels = [labeler.assign(mix.audio[a:b]) for a, b, _s in spoken]
+                runs.append(time.thread_time() - started)
+            seconds = min(runs)
             row = {
                 "mix": mix.name,
                 "duration_s": round(mix.seconds, 1),
@@ -385,6 +390,47 @@ def bench_long_readers() -> list[dict[str, Any]]:
     return rows
 
 
+SCAN_THRESHOLDS = (0.2, 0.25, 0.28, 0.3, 0.32, diarize.DISTANCE_THRESHOLD)
+
+
+def bench_threshold_scan() -> dict[str, Any]:
+    """Why the CMU mix is one speaker: speakers found for it at lower clustering thresholds (the 3 s minimum
+    per speaker on and off), against the right counts of the other real mixes (as recorded and at 20 dB SNR)
+    and the speakers found for one reader over 2 and 5.2 minutes."""
+    mixes = speech_mixes.real_mixes()
+    (cmu,) = [m for m in mixes if "CMU" in m.name]
+    others = [m for m in mixes if "CMU" not in m.name]
+    noisy = [SpeechMix(m.name, speech_mixes.with_noise(m.audio, 20), m.turns) for m in others]
+    readers = [speech_mixes.single_reader(2.0, seed=3), speech_mixes.single_reader(5.2)]
+    embedded = {id(m): diarize.embed_block(m.audio, 0) for m in [cmu, *others, *noisy, *readers]}
+
+    def found(mix: SpeechMix, threshold: float, min_speech_ms: int = diarize.MIN_SPEAKER_SPEECH_MS) -> int:
+        spans, embeddings = embedded[id(mix)]
+        return int(diarize.cluster(embeddings, threshold=threshold, spans=spans, min_speech_ms=min_speech_ms).max()) + 1
+
+    rows = []
+    for threshold in SCAN_THRESHOLDS:
+        row = {
+            "threshold": threshold,
+            "cmu_speakers": found(cmu, threshold),
+            "cmu_speakers_without_minimum": found(cmu, threshold, 0),
+            "mixes": len(others),
+            "count_right": sum(found(m, threshold) == m.speakers for m in others),
+            "count_right_snr_20_db": sum(found(m, threshold) == m.speakers for m in noisy),
+            "reader_2_min_speakers": found(readers[0], threshold),
+            "reader_5_min_speakers": found(readers[1], threshold),
+        }
+        print(json.dumps(row))
+        rows.append(row)
+    spans, embeddings = embedded[id(cmu)]
+    middles = spans.mean(axis=1) * SR / 1000
+    truth = np.array([min(cmu.turns, key=lambda t: max(0.0, t[0] - m, m - t[1]))[2] for m in middles])
+    centroids = diarize._normalize(np.stack([embeddings[truth == s].mean(axis=0) for s in range(cmu.speakers)]))
+    distances = 1.0 - centroids @ centroids.T
+    pairs = [round(float(distances[a, b]), 3) for a, b in itertools.combinations(range(cmu.speakers), 2)]
+    return {"cmu_speaker_distances": pairs, "rows": rows}
+
+
 def bench_diarization(recognizer: Recognizer | None, work: Path) -> dict[str, Any]:
     diarize_mix(speech_mixes.turn("b1"), None)  # load the VAD and speaker models before anything is timed
     real = [score_mix(mix, recognizer, work) for mix in [*speech_mixes.real_mixes(), speech_mixes.single_reader(5.2)]]
@@ -398,6 +444,7 @@ def bench_diarization(recognizer: Recognizer | None, work: Path) -> dict[str, An
         "live_conditions": bench_live_conditions(),
         "conditions": bench_conditions(),
         "long_readers": bench_long_readers(),
+        "threshold_scan": bench_threshold_scan(),
     }
 
 
@@ -548,6 +595,11 @@ def render(report: dict[str, Any]) -> str:
         "resegmentation of the windows. Calibrated on these real mixes: a threshold from 0.35 to 0.36 gets every "
         "count below right (CMU mix aside); 0.34 splits an 8-minute single reader, 0.37 merges dickens and beckett.",
         "",
+        "Measured on 2 CPU cores shared with other work, which ran at low priority during the run (this "
+        "benchmark at raised priority, one benchmark at a time). Costs are the CPU time of the one thread that "
+        "does the work (BLAS limited to one thread, the encoder runs on one), so waiting for a core does not "
+        "count; wall-clock times on the shared machine moved by up to 2x between runs.",
+        "",
         "### Real readers",
         "",
         "Mixes cut from the real recordings in `tests/data` (see `bench/speech_mixes.py`): `dickens` is the reader "
@@ -555,8 +607,8 @@ def render(report: dict[str, Any]) -> str:
         "woman of `endgame_nagg_nell_16k.wav`, and the CMU clips are three more readers. That is all the distinct "
         "real voices there are: 4 speakers is the most a mix of different recordings can hold, and `beckett` "
         "(10 s) and `nell` (about 6 s) repeat in the longer mixes. Turns of 3-13 s, with 0.7 s gaps or none. "
-        "The CMU mix repeats each 2-4 s clip as is (turns shorter than the 3 s a speaker needs; something.wav "
-        "and numbers.wav may be one person): its count is outside the target. "
+        "The CMU mix repeats each 2-4 s clip as is (something.wav and numbers.wav may be one person); why its "
+        "count is not found is measured below (threshold scan). "
         "The Endgame dialogue is scored against turns found from VAD runs and pitch. The long single reader is "
         "`two_cities` read over and over, each pass at its own level (-9..+3 dB) and hiss (-70..-50 dBFS).",
         "",
@@ -566,12 +618,22 @@ def render(report: dict[str, Any]) -> str:
         "DER: missed + false-alarm + confused speech over reference speech, no collar; the reference speech is "
         "each turn's audio within 30 dB of its loudest frame, so breaths and room tone count as missed. Word "
         "confusion: share of words of the full file recognition given to the wrong speaker. Cost: VAD, "
-        "embeddings, clustering and resegmentation, one thread.",
+        "embeddings, clustering and resegmentation, the least of four runs (three without the "
+        "count, one with it).",
         "",
         "### Live labels (real-time sessions)",
         "",
-        f"Each utterance is labelled once, as it is finalized (new-speaker distance {report['live_threshold']} "
-        "plus a margin for short utterances). Utterances come from VAD endpointing of the streamed mix.",
+        "Each utterance is labelled once, as it is finalized. It is embedded on its own: one mel spectrogram, its "
+        "own background (the quietest 5% of its frames per band: lead-in, tail, pauses between words) subtracted, "
+        "the frames above that background in back-to-back 2 s windows (no VAD pass, no overlap). It joins the "
+        "closest speaker unless the cosine distance to every speaker's centroid exceeds "
+        f"{report['live_threshold']} plus 0.12 over the square root of its window count; an utterance with less "
+        "than 1 s of speech never opens a new speaker. Utterances come from VAD endpointing of the streamed mix. "
+        "The operating point is narrow: with the same margin, 0.14 opens extra labels at 20 dB SNR and 0.18 "
+        "merges two male readers (dickens, beckett) at 0.4 s endpointing. Cost: the least of three runs; the "
+        "previous front end (a VAD pass, 2 s windows every 0.5 s, no background subtraction) measured side by "
+        "side on these rows took 0.88-1.16% (one thread's CPU time; 1.84-2.20% of wall time in an earlier "
+        "run on the loaded machine).",
         "",
         "| stream | length | speakers | endpoint silence | utterances (mean length) | speaker confusion "
         "| labels per reader | labels | cost (% of real time) |",
@@ -616,6 +678,34 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"One reader with other random levels and hiss per pass, speakers found: {found}.",
+    ]
+    scan = diarization["threshold_scan"]
+    distances = scan["cmu_speaker_distances"]
+    lines += [
+        "",
+        "### Why the CMU mix is one speaker (threshold scan)",
+        "",
+        "Speakers found at lower clustering thresholds (file diarization, no count given). The 3 s a speaker "
+        "needs is not what merges the three CMU readers: without it the count is the same, because the whole "
+        "mix is already one cluster before small clusters are absorbed. Their voices are close to the encoder: "
+        f"centroid cosine distances goforward/something {distances[0]}, goforward/numbers {distances[1]}, "
+        f"something/numbers {distances[2]}, closer than one real reader's windows must be allowed to lie for "
+        "2-5 minutes of them to stay one speaker (0.30-0.32, below). Only a "
+        "threshold of 0.2 separates all three, and there the real mixes and single readers split. A threshold "
+        "that scales with the recording's length (lower for short files) does not help either: the short real "
+        "mixes need 0.32 or more at 20 dB SNR, and there the CMU mix is one speaker.",
+        "",
+        "| threshold | CMU mix: speakers found (without the 3 s minimum) | other real mixes, right count "
+        "| same at SNR 20 dB | one reader, 2 min: speakers | one reader, 5.2 min: speakers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in scan["rows"]:
+        lines.append(
+            f"| {row['threshold']} | {row['cmu_speakers']} ({row['cmu_speakers_without_minimum']}) | "
+            f"{row['count_right']}/{row['mixes']} | {row['count_right_snr_20_db']}/{row['mixes']} | "
+            f"{row['reader_2_min_speakers']} | {row['reader_5_min_speakers']} |"
+        )
+    lines += [
         "",
         "### Synthetic voices (secondary)",
         "",
