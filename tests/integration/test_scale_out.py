@@ -123,10 +123,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             yield Cluster(a, b, workers, redis, database)
         finally:
-            for worker in workers:
-                stop_worker(worker)
-            stop_server(a)
-            stop_server(b)
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(stop_worker, workers))
+                list(pool.map(stop_server, [a, b]))
 
 
 def _use(node: RunningServer) -> None:
@@ -278,8 +277,8 @@ def test_a_file_that_kills_its_workers_fails_after_the_attempt_limit(cluster: Cl
 def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
     """With no worker running, jobs wait in Redis; Redis is killed (-9) and started again on its append-only
     file; the API nodes publish again, the workers come back and finish every job."""
-    for worker in cluster.workers:
-        stop_worker(worker)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(stop_worker, cluster.workers))
     submitted = []
     for i, clip in enumerate(["goforward.wav", "something.wav", "beckett_16k.wav"]):
         _use([cluster.a, cluster.b][i % 2])
@@ -291,7 +290,8 @@ def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
         (Transcription.async_call(model="fun-asr", file_urls=[audio_file("goforward.wav").as_uri()]), "goforward.wav")
     )
     directory = cluster.workers[0].log_path.parent
-    cluster.workers[:] = [start_worker(name, cluster.a.env, directory) for name in WORKERS]
+    with ThreadPoolExecutor(2) as pool:
+        cluster.workers[:] = pool.map(lambda name: start_worker(name, cluster.a.env, directory), WORKERS)
     for response, clip in submitted:
         text = _result(Transcription.wait(task=response.output.task_id))["transcripts"][0]["text"]
         assert wer(REFERENCES[clip], text) <= 0.25, (clip, text)
