@@ -196,6 +196,8 @@ def serve(
         application = create_app(settings)
     except ValueError as exc:  # pydantic validation errors and bad model profiles
         _fail(f"invalid configuration: {exc}")
+    if settings.job_backend == "celery" and not settings.broker_url:
+        _fail("VOXGATE_JOB_BACKEND=celery needs VOXGATE_BROKER_URL (redis://host:6379/0)")
     if not settings.api_key_set() and not _is_loopback(settings.host):
         _fail("no API keys configured (VOXGATE_API_KEYS): refusing to bind to a non-loopback address")
     log_config = configure_logging(settings.log_format)
