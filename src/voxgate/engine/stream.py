@@ -457,8 +457,8 @@ class RecognitionStream:
         """Speech goes on in a long sentence: decode its head, up to the latest pause, with the final model now
         (a final of a sentence that keeps going would otherwise decode all of it after its end)."""
         cfg = self.config
-        if cfg.head_final_ms <= 0 or now - utt.head_end < _samples(cfg.head_final_ms):
-            return
+        if cfg.head_final_ms <= 0 or self.language is None or now - utt.head_end < _samples(cfg.head_final_ms):
+            return  # (until the language is known, a sentence is decoded whole: short pieces are a poor vote)
         if self.scheduler.finals_waiting:
             return  # the decoders are behind: no extra work now, the final will cover it
         first = (utt.head_end - utt.start) // FRAME + HEAD_MIN_MS // FRAME_MS
@@ -484,7 +484,7 @@ class RecognitionStream:
         assert utt.speculative is not None
         end, decode = utt.speculative
         utt.speculative = None
-        if end - utt.head_end >= _samples(SPECULATIVE_HEAD_MS) and self.config.head_final_ms > 0:
+        if end - utt.head_end >= _samples(SPECULATIVE_HEAD_MS) and self.config.head_final_ms > 0 and self.language:
             utt.heads.append(decode)
             utt.head_end = end
             self.heads += 1
