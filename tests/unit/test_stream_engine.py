@@ -238,7 +238,7 @@ async def test_long_sentence_heads_are_decoded_while_it_goes_on() -> None:
         events.append(event)
 
     config = StreamConfig(
-        silence_ms=3000, max_sentence_ms=60_000, split_final_ms=0, head_final_ms=4000, speculative_ms=0
+        silence_ms=3000, max_sentence_ms=60_000, split_final_ms=0, head_final_ms=4000, speculative_ms=0, language="en"
     )
     stream = RecognitionStream(engine, scheduler, scheduler.admit(0.1).key, emit, config)
     try:
@@ -256,6 +256,16 @@ async def test_long_sentence_heads_are_decoded_while_it_goes_on() -> None:
         assert after == start + length * 1000 // RATE, spans  # head, head, ..., rest: they tile the sentence
     assert spans[-1][1] < 6 * RATE, "the decode after the end covers only the rest"
     assert finals[0].sentence.text.count("utterance") == len(spans)
+
+
+async def test_a_sentence_is_decoded_whole_until_the_language_is_known() -> None:
+    pause = np.zeros(RATE * 4 // 10, dtype=np.float32)
+    talk = np.concatenate([speech("goforward.wav"), pause, speech("something.wav"), pause] * 3)
+    audio = np.concatenate([pause, talk, np.zeros(4 * RATE, dtype=np.float32)])
+    config = StreamConfig(silence_ms=3000, max_sentence_ms=60_000, split_final_ms=0, head_final_ms=4000)
+    events, engine = await run_stream(audio, config)
+    assert len([e for e in events if isinstance(e, Final)]) == 1
+    assert len(engine.finals) == 1, "one decode of the whole sentence: its language is voted on all of it"
 
 
 class EagerSpeculation(RecognitionStream):
@@ -278,7 +288,7 @@ async def test_speculative_final_overtaken_by_speech_becomes_a_head() -> None:
     async def emit(event: StreamEvent) -> None:
         events.append(event)
 
-    config = StreamConfig(silence_ms=2000, split_final_ms=0, head_final_ms=60_000)
+    config = StreamConfig(silence_ms=2000, split_final_ms=0, head_final_ms=60_000, language="en")
     stream = EagerSpeculation(engine, scheduler, scheduler.admit(0.1).key, emit, config)
     try:
         for i in range(0, audio.shape[0], 1600):
