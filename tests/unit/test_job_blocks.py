@@ -49,8 +49,14 @@ def test_plans_and_finishing_a_file_once(tmp_path: Path) -> None:
     again = store.claim_task("t1")
     assert again is not None and again.attempts == 1  # already running: claimed, not counted again
     token = store.start_file("t1", 0)
-    assert store.complete_file("t1", 0, status=SUCCEEDED, duration_ms=5, result=(token, "/r.json", 9e12)) is True
-    assert store.complete_file("t1", 0, status=FAILED, code="X") is False  # a second assembly changes nothing
+    assert (
+        store.finish_file(
+            "t1", 0, status=SUCCEEDED, duration_ms=5, result=(token, "/r.json", 9e12), only_unfinished=True
+        )
+        is True
+    )
+    # a second assembly changes nothing
+    assert store.finish_file("t1", 0, status=FAILED, code="X", only_unfinished=True) is False
     view = store.get_task("t1")
     assert view is not None and view.files[0].status == SUCCEEDED and view.files[0].result_token == token
     assert store.result_path(token) == "/r.json"

@@ -127,7 +127,7 @@ def _settle_if_done(store: JobStore, task_id: str) -> None:
 
 
 def _fail_file(ctx: WorkerContext, task_id: str, position: int, code: str, message: str) -> None:
-    ctx.store.complete_file(task_id, position, status=FAILED, code=code, message=message)
+    ctx.store.finish_file(task_id, position, status=FAILED, code=code, message=message, only_unfinished=True)
     shutil.rmtree(ctx.job_dir(task_id, position), ignore_errors=True)
     _settle_if_done(ctx.store, task_id)
 
@@ -350,8 +350,9 @@ def assemble_file(ctx: WorkerContext, task_id: str, position: int) -> None:
     path = write_result(ctx.settings.data_dir / "results", token, body, writer=uuid.uuid4().hex)
     expires = time.time() + ctx.settings.result_retention_hours * 3600
     duration = info.duration_ms or max((t.duration_ms for t in transcripts), default=0)
-    if store.complete_file(
-        task_id, position, status=SUCCEEDED, duration_ms=duration, result=(token, str(path), expires)
+    result = (token, str(path), expires)
+    if store.finish_file(
+        task_id, position, status=SUCCEEDED, duration_ms=duration, result=result, only_unfinished=True
     ):
         if duration > 0 and task.scheduled_time is not None:
             JOB_REALTIME_FACTOR.observe((time.time() - task.scheduled_time) / (duration / 1000))

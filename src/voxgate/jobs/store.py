@@ -525,18 +525,28 @@ class JobStore:
         message: str | None = None,
         duration_ms: int | None = None,
         result: tuple[str, str, float] | None = None,
-    ) -> None:
-        """Record a file's outcome; ``result`` = (token, path, expires) registers its result file."""
+        only_unfinished: bool = False,
+    ) -> bool:
+        """Record a file's outcome; ``result`` = (token, path, expires) registers its result file. With
+        ``only_unfinished``, nothing is written (False) when the file is already finished (another node was
+        first)."""
         values: dict[str, Any] = {"status": status, "code": code, "message": message}
         if duration_ms is not None:
             values["duration_ms"] = duration_ms
             values["processed_ms"] = duration_ms
+        if result is not None:
+            values["result_token"] = result[0]
+        which = [FileRow.task_id == task_id, FileRow.position == position]
+        if only_unfinished:
+            which.append(FileRow.status.not_in(TERMINAL))
         with self._session() as s:
+            done = s.execute(update(FileRow).where(*which).values(**values))
+            if only_unfinished and not done.rowcount:  # type: ignore[attr-defined]
+                return False
             if result is not None:
                 token, path, expires = result
                 s.merge(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
-                values["result_token"] = token
-            s.execute(update(FileRow).where(FileRow.task_id == task_id, FileRow.position == position).values(**values))
+            return True
 
     def finish_task(self, task_id: str, *, status: str, code: str | None = None, message: str | None = None) -> None:
         with self._session() as s:
@@ -582,38 +592,6 @@ class JobStore:
             )
             row = s.get(TaskRow, task_id)
             return _task_view(row) if row is not None and row.status == RUNNING else None
-
-    def complete_file(
-        self,
-        task_id: str,
-        position: int,
-        *,
-        status: str,
-        code: str | None = None,
-        message: str | None = None,
-        duration_ms: int | None = None,
-        result: tuple[str, str, float] | None = None,
-    ) -> bool:
-        """Like :meth:`finish_file`, but only for a file not yet finished: False (and nothing written) when
-        another node finished it first."""
-        values: dict[str, Any] = {"status": status, "code": code, "message": message}
-        if duration_ms is not None:
-            values["duration_ms"] = duration_ms
-            values["processed_ms"] = duration_ms
-        with self._session() as s:
-            if result is not None:
-                values["result_token"] = result[0]
-            done = s.execute(
-                update(FileRow)
-                .where(FileRow.task_id == task_id, FileRow.position == position, FileRow.status.not_in(TERMINAL))
-                .values(**values)
-            )
-            if not done.rowcount:  # type: ignore[attr-defined]
-                return False
-            if result is not None:
-                token, path, expires = result
-                s.merge(ResultRow(token=token, task_id=task_id, path=path, created=time.time(), expires=expires))
-            return True
 
     # -- blocks of distributed file jobs ----------------------------------------------------------
     def save_plan(self, task_id: str, position: int, plan: dict[str, Any], *, blocks: int, complete: bool) -> None:
