@@ -350,9 +350,9 @@ def assemble_file(ctx: WorkerContext, task_id: str, position: int) -> None:
     path = write_result(ctx.settings.data_dir / "results", token, body, writer=uuid.uuid4().hex)
     expires = time.time() + ctx.settings.result_retention_hours * 3600
     duration = info.duration_ms or max((t.duration_ms for t in transcripts), default=0)
-    result = (token, str(path), expires)
+    written = (token, str(path), expires)
     if store.finish_file(
-        task_id, position, status=SUCCEEDED, duration_ms=duration, result=result, only_unfinished=True
+        task_id, position, status=SUCCEEDED, duration_ms=duration, result=written, only_unfinished=True
     ):
         if duration > 0 and task.scheduled_time is not None:
             JOB_REALTIME_FACTOR.observe((time.time() - task.scheduled_time) / (duration / 1000))
