@@ -525,7 +525,8 @@ def utterance_speech(audio: np.ndarray) -> tuple[np.ndarray, int]:
     pauses between words) is subtracted :data:`LIVE_OVERSUBTRACTION` times; the frames more than
     :data:`LIVE_SPEECH_DB` above that background (all of them when under half a second is) are joined, raised
     to :data:`TARGET_DBFS` when quieter, and embedded in back-to-back 2 s windows (the last aligned to the
-    end). No VAD pass and no overlapping windows: about half the work, and under noise the voices stay apart.
+    end). No VAD pass and no overlapping windows: about half the work, and voices in noise (20 dB SNR) mostly
+    stay apart where without the subtraction they merged.
     """
     mels = mel_spectrogram(audio)
     if mels.shape[0] < MIN_WINDOW_FRAMES:
