@@ -37,6 +37,8 @@ HEAD_FINAL_MS = 5_000
 HEAD_MIN_MS = 3_000  # a settled head is at least this long
 HEAD_PAUSE_AGE_MS = 400  # and ends in a pause at least this far behind the newest audio
 PARTIAL_PACE = 2.5  # an interim is not started sooner than this many times the previous one took
+HEAD_MIN_PAUSE_MS = 250  # a head ends in a pause at least this long (a shorter one can be inside a word)
+HEAD_PAUSE_FRAMES = HEAD_MIN_PAUSE_MS // FRAME_MS + 1
 SPECULATIVE_HEAD_MS = 1_500  # a speculative final overtaken by more speech becomes a head when this long
 DEFAULT_FINAL_COST = 0.08  # seconds of decoding per second of sentence audio, until measured
 
@@ -381,11 +383,12 @@ class RecognitionStream:
             return
         utt.probs.append(prob)
         if prob >= cfg.threshold:
+            pause = frame_end - FRAME - utt.last_speech  # the silence this frame ends
             utt.last_speech = frame_end
             utt.voiced = True
             self._silence = 0
             if utt.speculative is not None:
-                self._keep_as_head(utt)
+                self._keep_as_head(utt, pause)
             self._maybe_head(utt, frame_end)
         elif prob < cfg.threshold - 0.15 or prob < 0.1:
             self._silence += 1
@@ -465,9 +468,9 @@ class RecognitionStream:
         last = len(utt.probs) - HEAD_PAUSE_AGE_MS // FRAME_MS
         quiet = cfg.threshold - 0.15
         pause = None
-        for i in range(last - 1, first, -1):  # the latest pause of two quiet frames or more
-            if utt.probs[i] < quiet and utt.probs[i - 1] < quiet:
-                pause = i
+        for i in range(last - 1, first + HEAD_PAUSE_FRAMES, -1):  # the latest pause of HEAD_PAUSE_FRAMES or more
+            if all(p < quiet for p in utt.probs[i - HEAD_PAUSE_FRAMES + 1 : i + 1]):
+                pause = i - HEAD_PAUSE_FRAMES // 2  # cut in its middle
                 break
         if pause is None:
             return
@@ -478,13 +481,14 @@ class RecognitionStream:
         utt.head_end = cut
         self.heads += 1
 
-    def _keep_as_head(self, utt: _Utterance) -> None:
-        """Speech went on after a speculative final had started: the audio it decodes ends in a pause, so it
-        becomes a head of the sentence when long enough; otherwise it is given up."""
+    def _keep_as_head(self, utt: _Utterance, pause: int) -> None:
+        """Speech went on after a speculative final had started: the audio it decodes ends in the ``pause`` just
+        ended, so it becomes a head of the sentence when both are long enough; otherwise it is given up."""
         assert utt.speculative is not None
         end, decode = utt.speculative
         utt.speculative = None
-        if end - utt.head_end >= _samples(SPECULATIVE_HEAD_MS) and self.config.head_final_ms > 0 and self.language:
+        long_enough = end - utt.head_end >= _samples(SPECULATIVE_HEAD_MS) and pause >= _samples(HEAD_MIN_PAUSE_MS)
+        if long_enough and self.config.head_final_ms > 0 and self.language:
             utt.heads.append(decode)
             utt.head_end = end
             self.heads += 1
