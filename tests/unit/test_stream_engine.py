@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 import wave
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
@@ -92,6 +93,35 @@ async def run_stream(
 def two_utterances() -> np.ndarray:
     silence = np.zeros(RATE, dtype=np.float32)
     return np.concatenate([silence, speech("goforward.wav"), silence, speech("something.wav"), silence])
+
+
+async def stream_on_two_workers(
+    audio: np.ndarray,
+    config: StreamConfig,
+    stream_class: type[RecognitionStream] = RecognitionStream,
+    on_event: Callable[[StreamEvent], Awaitable[None]] | None = None,
+    engine: FakeEngine | None = None,
+) -> tuple[list[StreamEvent], FakeEngine, RecognitionStream]:
+    """Stream ``audio`` in 100 ms pieces through a two-worker scheduler (heads and halves can run side by side)."""
+    engine = engine or FakeEngine()
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    scheduler.start()
+    events: list[StreamEvent] = []
+
+    async def emit(event: StreamEvent) -> None:
+        if on_event is not None:
+            await on_event(event)
+        events.append(event)
+
+    stream = stream_class(engine, scheduler, scheduler.admit(0.1).key, emit, config)
+    try:
+        for i in range(0, audio.shape[0], 1600):
+            await stream.push(audio[i : i + 1600])
+            await asyncio.sleep(0.001)
+        await stream.finish()
+    finally:
+        await asyncio.to_thread(scheduler.stop)
+    return events, engine, stream
 
 
 async def test_vad_endpointing_emits_ordered_events_per_sentence() -> None:
@@ -225,29 +255,18 @@ async def test_long_sentence_heads_are_decoded_while_it_goes_on() -> None:
     pause = np.zeros(RATE * 4 // 10, dtype=np.float32)  # shorter than the endpoint silence
     talk = np.concatenate([speech("goforward.wav"), pause, speech("something.wav"), pause] * 3)
     audio = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), talk, np.zeros(4 * RATE, dtype=np.float32)])
-    engine = FakeEngine()
-    scheduler = Scheduler(ThreadPlan(2, 1))
-    scheduler.start()
-    events: list[StreamEvent] = []
     decoded_before_the_end: list[int] = []
+    engine = FakeEngine()
 
-    async def emit(event: StreamEvent) -> None:
+    async def on_event(event: StreamEvent) -> None:
         if isinstance(event, SpeechStopped):
             await asyncio.sleep(0.2)  # let heads already submitted finish
             decoded_before_the_end.append(len(engine.finals))
-        events.append(event)
 
     config = StreamConfig(
         silence_ms=3000, max_sentence_ms=60_000, split_final_ms=0, head_final_ms=4000, speculative_ms=0, language="en"
     )
-    stream = RecognitionStream(engine, scheduler, scheduler.admit(0.1).key, emit, config)
-    try:
-        for i in range(0, audio.shape[0], 1600):
-            await stream.push(audio[i : i + 1600])
-            await asyncio.sleep(0.001)
-        await stream.finish()
-    finally:
-        await asyncio.to_thread(scheduler.stop)
+    events, _, stream = await stream_on_two_workers(audio, config, on_event=on_event, engine=engine)
     finals = [e for e in events if isinstance(e, Final)]
     assert len(finals) == 1 and finals[0].sentence is not None
     assert stream.heads >= 2 and decoded_before_the_end[0] >= 2, "heads decoded while the sentence went on"
@@ -280,23 +299,8 @@ async def test_speculative_final_overtaken_by_speech_becomes_a_head() -> None:
     sentence up to that pause and is kept as its head, not thrown away."""
     pause, end = np.zeros(RATE * 4 // 10, dtype=np.float32), np.zeros(3 * RATE, dtype=np.float32)
     audio = np.concatenate([pause, speech("goforward.wav"), pause, speech("something.wav"), end])
-    engine = FakeEngine()
-    scheduler = Scheduler(ThreadPlan(2, 1))
-    scheduler.start()
-    events: list[StreamEvent] = []
-
-    async def emit(event: StreamEvent) -> None:
-        events.append(event)
-
     config = StreamConfig(silence_ms=2000, split_final_ms=0, head_final_ms=60_000, language="en")
-    stream = EagerSpeculation(engine, scheduler, scheduler.admit(0.1).key, emit, config)
-    try:
-        for i in range(0, audio.shape[0], 1600):
-            await stream.push(audio[i : i + 1600])
-            await asyncio.sleep(0.002)
-        await stream.finish()
-    finally:
-        await asyncio.to_thread(scheduler.stop)
+    events, engine, stream = await stream_on_two_workers(audio, config, EagerSpeculation)
     finals = [e for e in events if isinstance(e, Final)]
     assert len(finals) == 1 and finals[0].sentence is not None
     assert stream.heads >= 1 and stream.speculative_abandoned == 0, (stream.heads, stream.speculative_abandoned)
