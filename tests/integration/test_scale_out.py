@@ -295,3 +295,20 @@ def test_queued_jobs_survive_a_broker_restart(cluster: Cluster) -> None:
     for response, clip in submitted:
         text = _result(Transcription.wait(task=response.output.task_id))["transcripts"][0]["text"]
         assert wer(REFERENCES[clip], text) <= 0.25, (clip, text)
+
+
+def test_jobs_go_on_when_the_api_node_that_took_them_is_killed(cluster: Cluster) -> None:
+    """API nodes hold no job state: jobs submitted to node A finish after A is SIGKILLed, and node B serves
+    their status and results. (Last in the module: node A stays down.)"""
+    _use(cluster.a)
+    submitted = [
+        (Transcription.async_call(model="fun-asr", file_urls=[audio_file(clip).as_uri()]), clip)
+        for clip in ("goforward.wav", "beckett_16k.wav")
+    ]
+    assert all(response.status_code == 200 for response, _clip in submitted), submitted
+    cluster.a.process.send_signal(signal.SIGKILL)
+    cluster.a.process.wait(timeout=30)
+    _use(cluster.b)
+    for response, clip in submitted:
+        text = _result(Transcription.wait(task=response.output.task_id))["transcripts"][0]["text"]
+        assert wer(REFERENCES[clip], text) <= 0.25, (clip, text)
