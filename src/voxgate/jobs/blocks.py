@@ -180,6 +180,13 @@ def _failing_internally(step: Callable[..., None]) -> Callable[..., None]:
     return guarded
 
 
+def _file_still_open(ctx: WorkerContext, task: TaskView, position: int) -> bool:
+    """The task's file at ``position`` still wants work: it exists, is not finished, the task not canceled."""
+    if position >= len(task.files) or task.files[position].status in TERMINAL:
+        return False
+    return not _stop_if_canceled(ctx, task)
+
+
 @_failing_internally
 def plan_file(
     ctx: WorkerContext, task_id: str, position: int, send_block: BlockSender, send_assemble: AssembleSender
@@ -187,9 +194,7 @@ def plan_file(
     """Fetch one file of a task to shared storage, cut it into blocks and send each block on."""
     store, settings = ctx.store, ctx.settings
     task = store.claim_task(task_id)
-    if task is None or position >= len(task.files) or task.files[position].status in TERMINAL:
-        return
-    if _stop_if_canceled(ctx, task):
+    if task is None or not _file_still_open(ctx, task, position):
         return
     existing = store.get_plan(task_id, position)
     if existing is not None and existing.complete:  # delivered again after the plan was finished
@@ -267,9 +272,7 @@ def decode_block(
     """Decode one block and store its sentences (and speaker embeddings) once."""
     store = ctx.store
     task = store.get_task(task_id)
-    if task is None or position >= len(task.files) or task.files[position].status in TERMINAL:
-        return
-    if _stop_if_canceled(ctx, task):
+    if task is None or not _file_still_open(ctx, task, position):
         return
     row = store.start_block(task_id, position, channel, index)
     if row is None:
@@ -309,9 +312,7 @@ def assemble_file(ctx: WorkerContext, task_id: str, position: int) -> None:
     """Build and write the file's result from its decoded blocks, as the in-process backend would."""
     store = ctx.store
     task = store.get_task(task_id)
-    if task is None or position >= len(task.files) or task.files[position].status in TERMINAL:
-        return
-    if _stop_if_canceled(ctx, task):
+    if task is None or not _file_still_open(ctx, task, position):
         return
     plan = store.get_plan(task_id, position)
     rows = store.blocks(task_id, position)

@@ -333,6 +333,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _undecoded_block(task_id: str, position: int, channel: int, block: int) -> list[Any]:
+    """Conditions selecting one block of a distributed file job while it has no stored result."""
+    return [
+        BlockRow.task_id == task_id,
+        BlockRow.position == position,
+        BlockRow.channel == channel,
+        BlockRow.block == block,
+        BlockRow.status != SUCCEEDED,
+    ]
+
+
 class JobStore:
     """Repository over the job tables. Thread-safe: every call opens its own short session."""
 
@@ -640,13 +651,7 @@ class JobStore:
         with self._session() as s:
             s.execute(
                 update(BlockRow)
-                .where(
-                    BlockRow.task_id == task_id,
-                    BlockRow.position == position,
-                    BlockRow.channel == channel,
-                    BlockRow.block == block,
-                    BlockRow.status != SUCCEEDED,
-                )
+                .where(*_undecoded_block(task_id, position, channel, block))
                 .values(attempts=BlockRow.attempts + 1)
             )
             row = s.get(BlockRow, key)
@@ -667,13 +672,7 @@ class JobStore:
         with self._session() as s:
             done = s.execute(
                 update(BlockRow)
-                .where(
-                    BlockRow.task_id == task_id,
-                    BlockRow.position == position,
-                    BlockRow.channel == channel,
-                    BlockRow.block == block,
-                    BlockRow.status != SUCCEEDED,
-                )
+                .where(*_undecoded_block(task_id, position, channel, block))
                 .values(status=SUCCEEDED, worker=worker, sentences=sentences, speakers=speakers, decoded_at=time.time())
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
