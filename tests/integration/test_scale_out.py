@@ -1,6 +1,7 @@
 """The celery job backend at work: two API nodes and two ``voxgate worker`` processes on one real Redis broker
 (append-only file on), one real PostgreSQL store and one shared data directory, all on loopback; the unmodified
-dashscope SDK as client.
+dashscope SDK as client. The test that kills a whole worker node runs on its own broker and store, whose
+workers hand a dead node's message on after a visibility timeout of seconds instead of the default hour.
 
 To keep CPU cost down every process decodes with one CPU thread and ``fun-asr`` is served by the English tiny
 model (a profile override, as an operator would set it); the result checks compare against the in-process
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +67,18 @@ class Cluster:
         return int(row[0]) if row else 0
 
     def blocks(self, task_id: str) -> list[tuple[int, int, str | None, int, str]]:
-        """(channel, block, worker, attempts, status) of a task's blocks, from the store."""
-        with psycopg.connect(self.database.replace("postgresql+psycopg://", "postgresql://")) as conn:
-            rows = conn.execute(
-                "select channel, block, worker, attempts, status from file_blocks where task_id = %s "
-                "order by channel, block",
-                (task_id,),
-            ).fetchall()
-        return [(int(r[0]), int(r[1]), r[2], int(r[3]), str(r[4])) for r in rows]
+        return stored_blocks(self.database, task_id)
+
+
+def stored_blocks(database: str, task_id: str) -> list[tuple[int, int, str | None, int, str]]:
+    """(channel, block, worker, attempts, status) of a task's blocks, from the store."""
+    with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute(
+            "select channel, block, worker, attempts, status from file_blocks where task_id = %s "
+            "order by channel, block",
+            (task_id,),
+        ).fetchall()
+    return [(int(r[0]), int(r[1]), r[2], int(r[3]), str(r[4])) for r in rows]
 
 
 def start_worker(name: str, env: dict[str, str], directory: Path) -> Worker:
@@ -224,6 +230,112 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
     assert text.count("best of times") >= 4 and text.count("fail better") >= 4, text  # 5 of each were read
     speakers = {sentence.get("speaker_id") for sentence in result["transcripts"][0]["sentences"]}
     assert None not in speakers and len(speakers) >= 2, speakers
+    assert result == reference
+
+
+VISIBILITY_S = 15  # the broker visibility timeout of the node-loss cluster: above any one step's time here
+
+
+@dataclass
+class NodeLoss:
+    """One API node and one worker node (the victim) on their own broker and store, with a short visibility
+    timeout; more worker nodes start with ``node.env`` and ``directory``."""
+
+    node: RunningServer
+    victim: Worker
+    database: str
+    directory: Path
+
+    def blocks(self, task_id: str) -> list[tuple[int, int, str | None, int, str]]:
+        return stored_blocks(self.database, task_id)
+
+
+@pytest.fixture
+def node_loss(tmp_path: Path) -> Iterator[NodeLoss]:
+    shared = tmp_path / "shared-data"
+    with redis_server() as redis, postgres_database() as database:
+        env = {
+            **ENGINE,
+            "VOXGATE_JOB_BACKEND": "celery",
+            "VOXGATE_BROKER_URL": redis.url,
+            "VOXGATE_DATABASE_URL": database,
+            "VOXGATE_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+        }
+        node = start_server(shared, env)
+        victim = start_worker("victim@node-loss", node.env, shared)
+        try:
+            yield NodeLoss(node, victim, database, shared)
+        finally:
+            stop_worker(victim)
+            stop_server(node)
+
+
+def _received_at(worker: Worker, message_id: str) -> list[datetime]:
+    """When the worker's log says it received the message ``message_id``."""
+    pattern = rf"^(\S+ \S+) INFO celery\.worker\.strategy \[-\] Task \S+\[{message_id}\] received"
+    return [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t in re.findall(pattern, worker.log(), re.M)]
+
+
+def _finished(task_id: str, timeout_s: float) -> Any:
+    """Poll a task until it ends (the SDK's ``wait`` has no time limit)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = Transcription.fetch(task=task_id)
+        if done.output["task_status"] not in ("PENDING", "RUNNING"):
+            return done
+        assert time.monotonic() < deadline, done.output
+        time.sleep(0.5)
+
+
+def test_a_killed_worker_node_block_is_redelivered_after_the_visibility_timeout(
+    node_loss: NodeLoss, tmp_path: Path
+) -> None:
+    """The whole victim node (celery master and pool process) is SIGKILLed while it decodes a block: nothing
+    puts its message back at once; after the visibility timeout a worker node started afterwards takes it,
+    and the job ends as the in-process backend's does."""
+    # two blocks of about 120 s, each with the 44-second reading in it
+    audio = join_wavs([audio_file("two_cities_16k.wav")] * 2, tmp_path / "two-blocks.wav", pause_s=80.0)
+    alone = start_server(tmp_path / "in-process", ENGINE)
+    survivor = None
+    try:
+        _use(alone)
+        reference_id = Transcription.async_call(model="fun-asr", file_urls=[audio.as_uri()]).output.task_id
+        _use(node_loss.node)
+        task_id = Transcription.async_call(model="fun-asr", file_urls=[audio.as_uri()]).output.task_id
+
+        # the victim plans the file (it is the only worker), then takes the first block: kill the node then
+        victim = node_loss.victim
+        deadline = time.monotonic() + 90
+        while not (_decoding_now(victim) and any(a == 1 for *_rest, a, _s in node_loss.blocks(task_id))):
+            assert time.monotonic() < deadline, victim.log()[-3000:]
+            time.sleep(0.05)
+        node = [psutil.Process(victim.process.pid), *psutil.Process(victim.process.pid).children(recursive=True)]
+        assert len(node) == 2, node  # the master and its one pool process
+        held_message = re.findall(r"Task voxgate\.decode_block\[([0-9a-f-]+)\] received", victim.log())[-1]
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        _gone, alive = psutil.wait_procs(node, timeout=10)
+        assert not alive, alive
+        held = [(c, b) for c, b, _w, attempts, status in node_loss.blocks(task_id) if attempts == 1]
+        assert len(held) == 1 and all(s == "PENDING" for *_r, s in node_loss.blocks(task_id)), node_loss.blocks(task_id)
+
+        survivor = start_worker("survivor@node-loss", node_loss.node.env, node_loss.directory)
+        result = _result(_finished(task_id, timeout_s=90))
+        _use(alone)
+        reference = _result(_finished(reference_id, timeout_s=90))
+    finally:
+        stop_server(alone)
+        if survivor is not None:
+            stop_worker(survivor)
+
+    blocks = node_loss.blocks(task_id)
+    assert len(blocks) == 2, blocks
+    assert all(worker == "survivor@node-loss" and status == "SUCCEEDED" for _c, _b, worker, _a, status in blocks)
+    assert {(c, b): a for c, b, _w, a, _s in blocks}[held[0]] == 2, blocks  # the held block ran once more
+    # the same message came back, and only once the visibility timeout had passed since the victim took it
+    (taken,) = _received_at(victim, held_message)
+    returned = _received_at(survivor, held_message)
+    assert returned and (returned[0] - taken).total_seconds() >= VISIBILITY_S, (taken, returned)
+    assert result["transcripts"][0]["text"].lower().count("best of times") == 2, result
     assert result == reference
 
 
