@@ -101,7 +101,7 @@ def worker(kind: str, path: Path) -> dict[str, object]:
         from voxgate.engine.types import RecognitionOptions
 
         recognizer = Recognizer(EngineConfig(model_dir=MODEL_DIR))
-        recognizer.model("whisper-base")
+        recognizer.model("whisper-base", bulk=True)
         recognizer.start()
         start = time.perf_counter()
         result = recognizer.transcribe_file(path, RecognitionOptions(), Catalog().resolve("fun-asr"))

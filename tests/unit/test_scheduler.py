@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from voxgate.engine.scheduler import WARM_AUDIO_S, Scheduler, ThreadPlan, WorkClass
+from voxgate.engine.priority import BULK_NICE, thread_nice
+from voxgate.engine.scheduler import PARTIAL_SHARE, WARM_AUDIO_S, Scheduler, ThreadPlan, WorkClass
 from voxgate.errors import Throttling
 
 
@@ -50,17 +51,23 @@ async def settle() -> None:
 
 @pytest.fixture
 async def one_worker() -> Any:
-    scheduler = Scheduler(ThreadPlan(1, 1), bulk_max_wait_s=60)
+    scheduler = Scheduler(ThreadPlan(1, 1))
     scheduler.start()
     yield scheduler
     await asyncio.to_thread(scheduler.stop)
 
 
-async def test_finals_then_partials_then_sync_then_file(one_worker: Scheduler) -> None:
+async def test_finals_then_partials_and_sync_then_file(one_worker: Scheduler) -> None:
+    """Each tier in its own order: finals before partials (real-time), synchronous before file (bulk)."""
     fake = FakeDecoder()
-    block, started, release = fake.hold()
-    blocker = asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, block))
-    await asyncio.to_thread(started.wait)
+    final_block, final_started, final_release = fake.hold()
+    file_block, file_started, file_release = fake.hold()
+    blockers = [
+        asyncio.ensure_future(one_worker.run_final(9, final_block)),
+        asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, file_block)),
+    ]
+    await asyncio.to_thread(final_started.wait)
+    await asyncio.to_thread(file_started.wait)
     jobs = [
         asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, fake.unit("file"))),
         asyncio.ensure_future(one_worker.run_async(WorkClass.SYNC, fake.unit("sync"))),
@@ -68,10 +75,13 @@ async def test_finals_then_partials_then_sync_then_file(one_worker: Scheduler) -
         asyncio.ensure_future(one_worker.run_final(1, fake.unit("final"))),
     ]
     await settle()
-    release.set()
-    await asyncio.gather(blocker, *jobs)
+    final_release.set()
+    await asyncio.gather(blockers[0], jobs[2], jobs[3])
+    assert fake.order == ["final", "partial"]  # the real-time tier ran while the bulk tier was held
+    file_release.set()
+    await asyncio.gather(*blockers, *jobs)
     assert fake.order == ["final", "partial", "sync", "file"]
-    assert one_worker.stats[WorkClass.FINAL].done == 1 and one_worker.stats[WorkClass.FILE].done == 2
+    assert one_worker.stats[WorkClass.FINAL].done == 2 and one_worker.stats[WorkClass.FILE].done == 2
 
 
 async def test_a_final_waits_behind_one_file_unit_not_the_whole_file(one_worker: Scheduler) -> None:
@@ -159,46 +169,40 @@ async def test_a_cancelled_final_never_runs(one_worker: Scheduler) -> None:
     assert fake.order == ["kept"]
 
 
-async def test_bulk_work_leaves_a_worker_free_while_streams_are_open() -> None:
-    scheduler = Scheduler(ThreadPlan(2, 1), bulk_max_wait_s=60)
+async def test_finals_run_while_bulk_work_holds_every_bulk_worker() -> None:
+    scheduler = Scheduler(ThreadPlan(2, 1))
     scheduler.start()
     fake = FakeDecoder()
     try:
         ticket = scheduler.admit(0.2)
-        block, started, release = fake.hold()
+        holds = [fake.hold() for _ in range(3)]
         file_job = asyncio.ensure_future(
-            asyncio.to_thread(scheduler.run_many, WorkClass.FILE, [block, fake.unit("file 2")])
+            asyncio.to_thread(scheduler.run_many, WorkClass.FILE, [hold[0] for hold in holds[:2]])
         )
-        await asyncio.to_thread(started.wait)
-        # the second file unit may not take the last worker: the final runs at once on it
-        final = await scheduler.run_final(ticket.key, fake.unit("final"))
-        assert final == "final" and fake.order == ["final"]
-        release.set()
-        await file_job
-        assert fake.order == ["final", "file 2"]
+        await asyncio.to_thread(holds[0][1].wait)
+        await asyncio.to_thread(holds[1][1].wait)
+        sync_job = asyncio.ensure_future(scheduler.run_async(WorkClass.SYNC, holds[2][0]))
+        finals = await asyncio.gather(*(scheduler.run_final(ticket.key, fake.unit(f"final {n}")) for n in range(3)))
+        assert finals == ["final 0", "final 1", "final 2"]
+        assert not holds[2][1].is_set(), "the synchronous unit waits for a bulk worker"
+        for hold in holds:
+            hold[2].set()
+        await asyncio.gather(file_job, sync_job)
         scheduler.release(ticket)
     finally:
         await asyncio.to_thread(scheduler.stop)
 
 
-async def test_file_work_that_waited_too_long_goes_before_partials() -> None:
-    """Never starves: an aged bulk unit overtakes partials (never finals)."""
-    scheduler = Scheduler(ThreadPlan(1, 1), bulk_max_wait_s=0.0)
+@pytest.mark.skipif(thread_nice() is None, reason="no per-thread priority on this platform")
+async def test_bulk_units_run_at_the_lowest_os_priority_and_real_time_units_do_not() -> None:
+    scheduler = Scheduler(ThreadPlan(1, 1))
     scheduler.start()
-    fake = FakeDecoder()
     try:
-        block, started, release = fake.hold()
-        blocker = asyncio.ensure_future(scheduler.run_final(0, block))
-        await asyncio.to_thread(started.wait)
-        jobs = [
-            asyncio.ensure_future(scheduler.run_partial(1, fake.unit("partial"))),
-            asyncio.ensure_future(scheduler.run_async(WorkClass.FILE, fake.unit("file"))),
-            asyncio.ensure_future(scheduler.run_final(2, fake.unit("final"))),
-        ]
-        await settle()
-        release.set()
-        await asyncio.gather(blocker, *jobs)
-        assert fake.order == ["final", "file", "partial"]
+        mine = thread_nice()
+        assert await scheduler.run_async(WorkClass.FILE, thread_nice) == BULK_NICE
+        assert await scheduler.run_async(WorkClass.SYNC, thread_nice) == BULK_NICE
+        assert await scheduler.run_final(1, thread_nice) == mine
+        assert await scheduler.run_partial(1, thread_nice) == mine
     finally:
         await asyncio.to_thread(scheduler.stop)
 
@@ -287,7 +291,7 @@ async def test_urgent_finals_go_before_heads_of_sentences_still_spoken(one_worke
     first, then the heads in order, then partials."""
     fake = FakeDecoder()
     block, started, release = fake.hold()
-    blocker = asyncio.ensure_future(one_worker.run_async(WorkClass.SYNC, block))
+    blocker = asyncio.ensure_future(one_worker.run_final(3, block))
     await asyncio.to_thread(started.wait)
     jobs = [
         asyncio.ensure_future(one_worker.run_final(1, fake.unit("head 1"), urgent=False)),
@@ -299,3 +303,18 @@ async def test_urgent_finals_go_before_heads_of_sentences_still_spoken(one_worke
     release.set()
     await asyncio.gather(blocker, *jobs)
     assert fake.order == ["end of sentence", "head 1", "head 2", "partial"]
+
+
+def test_interims_are_spaced_out_as_streams_are_added() -> None:
+    """All open streams' interims together stay within PARTIAL_SHARE of the cores."""
+    scheduler = Scheduler(ThreadPlan(2, 1), capacity=10.0)
+    first = scheduler.admit(0.1)
+    assert scheduler.partial_spacing_s(first.key) == 0.0  # no interim measured yet
+    first.partial_s, first.partials = 2.0, 10  # 0.2 s each
+    alone = scheduler.partial_spacing_s(first.key)
+    assert alone == pytest.approx(0.2 / (PARTIAL_SHARE * 2))
+    others = [scheduler.admit(0.1) for _ in range(3)]
+    assert scheduler.partial_spacing_s(first.key) == pytest.approx(4 * alone)
+    for ticket in others:
+        scheduler.release(ticket)
+    assert scheduler.partial_spacing_s(first.key) == pytest.approx(alone)

@@ -31,6 +31,7 @@ from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.guards import clean_segments
 from voxgate.engine.language import detect_language
 from voxgate.engine.models import BUNDLED, assemble
+from voxgate.engine.priority import in_lowered_thread
 from voxgate.engine.prompts import context_prompt, hotword_prompt
 from voxgate.engine.scheduler import Scheduler, ThreadPlan, WorkClass
 from voxgate.engine.sentences import group_sentences, make_words
@@ -109,8 +110,8 @@ class Recognizer:
             max_sessions=config.max_sessions,
             on_quiet=release_freed_memory,  # the last stream closed: give its buffers back to the OS
         )
-        self._models: dict[str, WhisperModel] = {}
-        self._pipelines: dict[str, BatchedInferencePipeline] = {}
+        self._models: dict[tuple[str, bool], WhisperModel] = {}  # (name, bulk copy)
+        self._pipelines: dict[tuple[str, bool], BatchedInferencePipeline] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -121,18 +122,23 @@ class Recognizer:
         self.scheduler.stop()
 
     # -- models -------------------------------------------------------------------------------------
-    def model(self, name: str) -> WhisperModel:
-        """The loaded Whisper model ``name`` (a key of :data:`BUNDLED`), loading it on first use."""
+    def model(self, name: str, *, bulk: bool = False) -> WhisperModel:
+        """The loaded Whisper model ``name`` (a key of :data:`BUNDLED`), loading it on first use.
+
+        ``bulk``: the copy that file and synchronous work use, whose threads run at the lowest OS priority
+        (the weights are loaded twice, so that real-time units never queue behind bulk ones in the same
+        model's workers)."""
         with self._lock:
-            loaded = self._models.get(name)
+            loaded = self._models.get((name, bulk))
             if loaded is not None:
                 return loaded
             spec = BUNDLED.get(name)
             if spec is None:
                 raise ModelUnavailable(f"unknown engine model '{name}'")
             path = assemble(spec, self.config.model_dir)
-            try:
-                loaded = WhisperModel(
+
+            def load() -> WhisperModel:
+                return WhisperModel(
                     str(path),
                     device="cpu",
                     compute_type="int8",
@@ -140,17 +146,20 @@ class Recognizer:
                     num_workers=self.plan.workers,
                     local_files_only=True,
                 )
+
+            try:
+                loaded = in_lowered_thread(load) if bulk else load()
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelUnavailable(
                     f"model {name} could not be loaded ({exc}); reinstall " + " and ".join(spec.packages)
                 ) from exc
-            self._models[name] = loaded
-            self._pipelines[name] = BatchedInferencePipeline(loaded)
+            self._models[(name, bulk)] = loaded
+            self._pipelines[(name, bulk)] = BatchedInferencePipeline(loaded)
             return loaded
 
-    def pipeline(self, name: str) -> BatchedInferencePipeline:
-        self.model(name)
-        return self._pipelines[name]
+    def pipeline(self, name: str, *, bulk: bool = False) -> BatchedInferencePipeline:
+        self.model(name, bulk=bulk)
+        return self._pipelines[(name, bulk)]
 
     def warm_up(self, names: Iterable[str]) -> None:
         """Load the models and run one tiny decode on every replica, so no client pays for first-call set-up
@@ -180,7 +189,7 @@ class Recognizer:
     ) -> tuple[list[Sentence], str | None]:
         """Recognize a short in-memory clip (16 kHz float32) as ``work``. Returns sentences and the language."""
         name = self.engine_model(profile, options)
-        model = self.model(name)
+        model = self.model(name, bulk=work.bulk)
         if language is None:
             language = self._language(model, audio, options, work)
         sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work)
@@ -271,7 +280,7 @@ class Recognizer:
 
     def block_language(self, profile: EngineProfile, options: RecognitionOptions, block: FileBlock) -> str | None:
         """The file's language, identified on the first block with speech (or the one asked for)."""
-        model = self.model(self.engine_model(profile, options))
+        model = self.model(self.engine_model(profile, options), bulk=True)
         return self._language(model, block.audio, options, WorkClass.FILE, speech=block.speech)
 
     def decode_file_block(
@@ -333,12 +342,14 @@ class Recognizer:
         """Decode the speech of ``audio``: one scheduler unit per ≤ 30 s window, run side by side."""
         if audio.size < SAMPLE_RATE // 10:
             return []
-        model = self.model(name)
+        model = self.model(name, bulk=work.bulk)
         if not model.model.is_multilingual:
             language = "en"
         regions = speech_regions(audio)
+        pipeline = self.pipeline(name, bulk=work.bulk)
         units = [
-            functools.partial(self._decode_region, name, audio[a:b], options, profile, language, a) for a, b in regions
+            functools.partial(self._decode_region, pipeline, audio[a:b], options, profile, language, a)
+            for a, b in regions
         ]
         raw = [word for words in self.scheduler.run_many(work, units) for word in words]
         words = make_words(raw, offset_ms)
@@ -351,9 +362,9 @@ class Recognizer:
             work, lambda: second_look(model, audio, offset_ms, sentences, options, language, profile.beam_size)
         )
 
+    @staticmethod
     def _decode_region(
-        self,
-        name: str,
+        pipeline: BatchedInferencePipeline,
         audio: np.ndarray,
         options: RecognitionOptions,
         profile: EngineProfile,
@@ -361,7 +372,7 @@ class Recognizer:
         start: int,
     ) -> list[tuple[float, float, str, float]]:
         """One unit: the words (times in seconds from the block start) of a region with ≤ 30 s of speech."""
-        segments, _info = self.pipeline(name).transcribe(
+        segments, _info = pipeline.transcribe(
             audio,
             language=language or "en",
             task=options.task,

@@ -1,18 +1,18 @@
 """The single owner of decoding CPU time in the process.
 
 Every model call — real-time finals and partials, synchronous requests, file jobs — runs as a *unit* on one
-of the scheduler's worker threads. Units are short (a final, a partial, one VAD window of a file), so the
-order in which they start is the policy:
+of the scheduler's worker threads, in two tiers of ``plan.workers`` threads each:
 
-1. **finals** (a client waits for them at every sentence end), round-robin across streams; a final submitted
-   as not ``urgent`` (the head of a sentence still being spoken) goes after every urgent one;
-2. **partials**, the newest per stream only (an older queued partial is dropped), round-robin;
-3. **synchronous** requests, then 4. **file-job** units, first come first served.
+- the **real-time** tier runs **finals** (a client waits for them at every sentence end), round-robin across
+  streams — a final submitted as not ``urgent`` (the head of a sentence still being spoken) goes after every
+  urgent one — then **partials**, the newest per stream only (an older queued partial is dropped);
+- the **bulk** tier runs **synchronous** requests, then **file-job** units, first come first served, on
+  threads at the lowest OS priority (:mod:`voxgate.engine.priority`) with their own copies of the models.
 
-File work never takes the last free worker while real-time streams are open, so a final waits behind at
-most one unit (a final, or a short synchronous request). A bulk unit that has waited ``bulk_max_wait_s`` goes ahead of
-partials (never of finals): a file job slows down while streams are busy and speeds up when they are idle,
-but never starves.
+Bulk work uses every core the real-time tier leaves idle, and the kernel takes a core from it the moment a
+real-time unit is ready, in the middle of a long bulk unit: a final never waits for a file window to end. A
+file job slows down while streams are busy and speeds up when they are idle; admission keeps the streams
+under ``capacity``, so it never starves.
 
 Admission is by measured headroom: each stream is priced in core-seconds per second of audio (a prior from
 its models until enough of its own audio has been decoded, then its measured cost); a new stream is admitted
@@ -38,6 +38,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from voxgate.engine.priority import lower_this_thread
 from voxgate.errors import Throttling
 
 log = logging.getLogger("voxgate.scheduler")
@@ -46,6 +47,7 @@ T = TypeVar("T")
 WARM_AUDIO_S = 20.0  # a stream is priced by its own measured cost after this much audio
 RECENT_FINALS = 32  # final waits remembered for the admission check
 RECENT_WINDOW_S = 30.0
+PARTIAL_SHARE = 0.15  # of the real-time tier's cores that the open streams' interims may use together
 
 
 class DecoderStopped(RuntimeError):
@@ -64,6 +66,11 @@ class WorkClass(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @property
+    def bulk(self) -> bool:
+        """Runs on the bulk tier (low OS priority, the models' bulk copies)."""
+        return self in BULK
+
 
 BULK = (WorkClass.SYNC, WorkClass.FILE)
 
@@ -77,7 +84,8 @@ class ThreadPlan:
 
     @classmethod
     def for_machine(cls, cores: int | None = None, workers: int = 0, intra_threads: int = 0) -> ThreadPlan:
-        """One worker per core with one thread each, unless configured; never more threads than cores."""
+        """One worker per core with one thread each, unless configured; never more threads than cores in
+        one tier (the bulk tier's threads run only on what the real-time tier leaves idle)."""
         cores = max(1, cores or os.cpu_count() or 1)
         if workers <= 0:
             workers = cores if intra_threads <= 0 else max(1, cores // intra_threads)
@@ -136,7 +144,7 @@ _local = threading.local()
 
 
 class Scheduler:
-    """Priority queue of decoding units served by ``plan.workers`` threads, with stream admission."""
+    """Priority queues of decoding units served by two tiers of ``plan.workers`` threads, with admission."""
 
     def __init__(
         self,
@@ -145,7 +153,6 @@ class Scheduler:
         capacity: float | None = None,
         max_sessions: int | None = None,
         max_final_wait_s: float = 1.0,
-        bulk_max_wait_s: float = 1.0,
         observer: Callable[[WorkClass, float], None] | None = None,
         on_quiet: Callable[[], None] | None = None,
     ) -> None:
@@ -154,7 +161,6 @@ class Scheduler:
         self.capacity = capacity if capacity is not None else 0.85 * self.plan.workers * self.plan.intra_threads
         self.max_sessions = max_sessions
         self.max_final_wait_s = max_final_wait_s
-        self.bulk_max_wait_s = bulk_max_wait_s
         self.observer = observer
         self.on_quiet = on_quiet  # run by a worker once the last stream has closed and its work is done
         self._quiet_due = False
@@ -165,10 +171,11 @@ class Scheduler:
         self._finals: OrderedDict[int, deque[_Unit]] = OrderedDict()
         self._partials: OrderedDict[int, _Unit] = OrderedDict()
         self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
-        self._files_running = 0
-        self._running = 0
+        self._running = {False: 0, True: 0}  # units running, by tier (bulk or not)
         self._recent_final_waits: deque[tuple[float, float, int]] = deque(maxlen=RECENT_FINALS)
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the real-time tier waits on this one
+        self._bulk_ready = threading.Condition(lock)
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
@@ -235,6 +242,17 @@ class Scheduler:
                 self.stats[WorkClass.PARTIAL].depth -= 1
                 self._drop(partial)
 
+    def partial_spacing_s(self, stream: int) -> float:
+        """The least time between two interims of ``stream``: all open streams' interims together use at most
+        :data:`PARTIAL_SHARE` of the cores (open streams x this stream's mean interim cost / that share), so
+        interims come less often as streams are added, and finals keep the rest."""
+        with self._cond:
+            ticket = self._open.get(stream)
+            if ticket is None or not ticket.partials:
+                return 0.0
+            cores = PARTIAL_SHARE * self.workers * self.plan.intra_threads
+            return len(self._open) * (ticket.partial_s / ticket.partials) / cores
+
     def _final_wait_p95(self) -> float:
         now = time.perf_counter()
         waits = sorted(w for at, w, key in self._recent_final_waits if now - at < RECENT_WINDOW_S and key in self._open)
@@ -248,10 +266,12 @@ class Scheduler:
             if self._threads:
                 return
             self._stopping = False
-            for index in range(self.workers):
-                thread = threading.Thread(target=self._work, name=f"voxgate-decode-{index}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+            for bulk in (False, True):
+                for index in range(self.workers):
+                    name = f"voxgate-{'bulk' if bulk else 'decode'}-{index}"
+                    thread = threading.Thread(target=self._work, args=(bulk,), name=name, daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
 
     def stop(self) -> None:
         with self._cond:
@@ -267,6 +287,7 @@ class Scheduler:
             for unit in units:
                 self._drop(unit)
             self._cond.notify_all()
+            self._bulk_ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
@@ -368,11 +389,17 @@ class Scheduler:
             else:
                 self._bulk[unit.work].append(unit)
             stats.depth += 1
-            self._cond.notify()
+            (self._bulk_ready if unit.work.bulk else self._cond).notify()
 
     # -- picking and running --------------------------------------------------------------------------
-    def _next(self) -> _Unit | None:
-        """Under the lock: the next unit to run, by the policy in the module docstring."""
+    def _next(self, bulk: bool) -> _Unit | None:
+        """Under the lock: the next unit for a worker of the bulk tier or of the real-time tier."""
+        if bulk:
+            for work in BULK:
+                if self._bulk[work]:
+                    self.stats[work].depth -= 1
+                    return self._bulk[work].popleft()
+            return None
         while self._finals:
             stream, queue = next(
                 ((key, q) for key, q in self._finals.items() if any(u.urgent for u in q)),
@@ -390,12 +417,6 @@ class Scheduler:
                 self._drop(unit)
                 continue
             return unit
-        allowed = [WorkClass.SYNC]
-        if not self._open or self._files_running < self.workers - 1 or self.workers == 1:
-            allowed.append(WorkClass.FILE)
-        aged = self._aged_bulk(allowed)
-        if aged is not None:
-            return aged
         while self._partials:
             _stream, unit = self._partials.popitem(last=False)
             self.stats[WorkClass.PARTIAL].depth -= 1
@@ -404,40 +425,23 @@ class Scheduler:
                 self._drop(unit)
                 continue
             return unit
-        for work in allowed:
-            if self._bulk[work]:
-                return self._take_bulk(work)
         return None
 
-    def _aged_bulk(self, allowed: list[WorkClass]) -> _Unit | None:
-        if not self._partials:
-            return None
-        now = time.perf_counter()
-        for work in allowed:
-            queue = self._bulk[work]
-            if queue and now - queue[0].queued >= self.bulk_max_wait_s:
-                return self._take_bulk(work)
-        return None
-
-    def _take_bulk(self, work: WorkClass) -> _Unit:
-        unit = self._bulk[work].popleft()
-        self.stats[work].depth -= 1
-        if work is WorkClass.FILE:
-            self._files_running += 1
-        return unit
-
-    def _work(self) -> None:
+    def _work(self, bulk: bool) -> None:
         _local.worker = True
+        if bulk:
+            lower_this_thread()
+        ready = self._bulk_ready if bulk else self._cond
         while True:
-            with self._cond:
-                unit = self._next()
+            with ready:
+                unit = self._next(bulk)
                 while unit is None and not self._stopping and not self._quiet_now():
-                    self._cond.wait(self.bulk_max_wait_s / 2 if any(self._bulk.values()) else None)
-                    unit = self._next()
+                    ready.wait()
+                    unit = self._next(bulk)
                 if unit is None and self._stopping:
                     return
                 if unit is not None:
-                    self._running += 1
+                    self._running[bulk] += 1
             if unit is None:
                 self._run_quiet_hook()
                 continue
@@ -458,7 +462,7 @@ class Scheduler:
 
     def _quiet_now(self) -> bool:
         """(Under the lock) the quiet hook is due and no stream, running unit or queued work is left; claims it."""
-        if not self._quiet_due or self._open or self._running or self._queued():
+        if not self._quiet_due or self._open or any(self._running.values()) or self._queued():
             return False
         self._quiet_due = False
         return True
@@ -476,21 +480,19 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        """True when a worker is free and nothing is queued."""
+        """True when a real-time worker is free and no work is queued or running in the bulk tier (CPU time
+        spent now takes nothing from anyone)."""
         with self._cond:
-            return self._running < self.workers and not self._queued()
+            return self._running[False] < self.workers and not self._running[True] and not self._queued()
 
     def _account(self, unit: _Unit, waited: float, elapsed: float) -> None:
         with self._cond:
-            self._running -= 1
+            self._running[unit.work.bulk] -= 1
             stats = self.stats[unit.work]
             stats.done += 1
             stats.busy_s += elapsed
             stats.wait_s += waited
             stats.max_wait_s = max(stats.max_wait_s, waited)
-            if unit.work is WorkClass.FILE:
-                self._files_running -= 1
-                self._cond.notify()
             ticket = self._open.get(unit.stream)
             if unit.work is WorkClass.FINAL:
                 self._recent_final_waits.append((time.perf_counter(), waited, unit.stream))

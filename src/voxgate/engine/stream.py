@@ -636,8 +636,9 @@ class RecognitionStream:
 
     def _partial_interval_ms(self, utt: _Utterance) -> int:
         """Interims come every ``partial_interval_ms``, or less often while each takes long (long sentences,
-        busy decoders): they are a preview, the CPU goes to finals first."""
-        return max(self.config.partial_interval_ms, int(PARTIAL_PACE * utt.partial_took_s * 1000))
+        busy decoders) or many streams share the cores: they are a preview, the CPU goes to finals first."""
+        spacing_s = max(PARTIAL_PACE * utt.partial_took_s, self.scheduler.partial_spacing_s(self.key))
+        return max(self.config.partial_interval_ms, int(spacing_s * 1000))
 
     async def _run_partial(self, utt: _Utterance, audio: np.ndarray, seq: int) -> None:
         prefix = " ".join(utt.stable)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.priority import lower_this_thread
 from voxgate.engine.scheduler import DecoderStopped
 from voxgate.engine.types import FileResult
 from voxgate.errors import Throttling, VoxgateError
@@ -91,6 +92,7 @@ class JobExecutor:
 
     # -- workers ----------------------------------------------------------------------------------
     def _worker(self) -> None:
+        lower_this_thread()  # fetching, decoding and VAD of files: bulk work, behind real-time streams
         while not self._stop.is_set():
             try:
                 task_id = self.store.claim_next()
