@@ -98,10 +98,11 @@ def worker(kind: str, path: Path) -> dict[str, object]:
     else:
         from voxgate.engine.catalog import Catalog
         from voxgate.engine.recognizer import EngineConfig, Recognizer
+        from voxgate.engine.scheduler import Tier
         from voxgate.engine.types import RecognitionOptions
 
         recognizer = Recognizer(EngineConfig(model_dir=MODEL_DIR))
-        recognizer.model("whisper-base", bulk=True)
+        recognizer.model("whisper-base", Tier.FILE)
         recognizer.start()
         start = time.perf_counter()
         result = recognizer.transcribe_file(path, RecognitionOptions(), Catalog().resolve("fun-asr"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from voxgate.engine.priority import BULK_NICE, thread_nice
+from voxgate.engine.priority import LOWEST_NICE, thread_nice
 from voxgate.engine.scheduler import PARTIAL_SHARE, WARM_AUDIO_S, Scheduler, ThreadPlan, WorkClass
 from voxgate.errors import Throttling
 
@@ -57,8 +57,9 @@ async def one_worker() -> Any:
     await asyncio.to_thread(scheduler.stop)
 
 
-async def test_finals_then_partials_and_sync_then_file(one_worker: Scheduler) -> None:
-    """Each tier in its own order: finals before partials (real-time), synchronous before file (bulk)."""
+async def test_each_tier_runs_on_its_own_workers_in_its_own_order(one_worker: Scheduler) -> None:
+    """Real time: finals before partials. Synchronous requests and file work have workers of their own, so
+    neither waits for the other tiers."""
     fake = FakeDecoder()
     final_block, final_started, final_release = fake.hold()
     file_block, file_started, file_release = fake.hold()
@@ -70,17 +71,17 @@ async def test_finals_then_partials_and_sync_then_file(one_worker: Scheduler) ->
     await asyncio.to_thread(file_started.wait)
     jobs = [
         asyncio.ensure_future(one_worker.run_async(WorkClass.FILE, fake.unit("file"))),
-        asyncio.ensure_future(one_worker.run_async(WorkClass.SYNC, fake.unit("sync"))),
         asyncio.ensure_future(one_worker.run_partial(1, fake.unit("partial"))),
         asyncio.ensure_future(one_worker.run_final(1, fake.unit("final"))),
     ]
     await settle()
+    assert await one_worker.run_async(WorkClass.SYNC, fake.unit("sync")) == "sync"  # while both are held
     final_release.set()
-    await asyncio.gather(blockers[0], jobs[2], jobs[3])
-    assert fake.order == ["final", "partial"]  # the real-time tier ran while the bulk tier was held
+    await asyncio.gather(blockers[0], jobs[1], jobs[2])
+    assert fake.order == ["sync", "final", "partial"]  # the real-time tier ran while the file tier was held
     file_release.set()
     await asyncio.gather(*blockers, *jobs)
-    assert fake.order == ["final", "partial", "sync", "file"]
+    assert fake.order == ["sync", "final", "partial", "file"]
     assert one_worker.stats[WorkClass.FINAL].done == 2 and one_worker.stats[WorkClass.FILE].done == 2
 
 
@@ -169,7 +170,7 @@ async def test_a_cancelled_final_never_runs(one_worker: Scheduler) -> None:
     assert fake.order == ["kept"]
 
 
-async def test_finals_run_while_bulk_work_holds_every_bulk_worker() -> None:
+async def test_finals_and_sync_run_while_file_work_holds_every_file_worker() -> None:
     scheduler = Scheduler(ThreadPlan(2, 1))
     scheduler.start()
     fake = FakeDecoder()
@@ -181,26 +182,27 @@ async def test_finals_run_while_bulk_work_holds_every_bulk_worker() -> None:
         )
         await asyncio.to_thread(holds[0][1].wait)
         await asyncio.to_thread(holds[1][1].wait)
-        sync_job = asyncio.ensure_future(scheduler.run_async(WorkClass.SYNC, holds[2][0]))
+        third_file = asyncio.ensure_future(scheduler.run_async(WorkClass.FILE, holds[2][0]))
         finals = await asyncio.gather(*(scheduler.run_final(ticket.key, fake.unit(f"final {n}")) for n in range(3)))
         assert finals == ["final 0", "final 1", "final 2"]
-        assert not holds[2][1].is_set(), "the synchronous unit waits for a bulk worker"
+        assert await scheduler.run_async(WorkClass.SYNC, fake.unit("sync")) == "sync"
+        assert not holds[2][1].is_set(), "the third file unit waits for a file worker"
         for hold in holds:
             hold[2].set()
-        await asyncio.gather(file_job, sync_job)
+        await asyncio.gather(file_job, third_file)
         scheduler.release(ticket)
     finally:
         await asyncio.to_thread(scheduler.stop)
 
 
 @pytest.mark.skipif(thread_nice() is None, reason="no per-thread priority on this platform")
-async def test_bulk_units_run_at_the_lowest_os_priority_and_real_time_units_do_not() -> None:
+async def test_file_units_run_at_the_lowest_os_priority_sync_between_real_time_at_normal() -> None:
     scheduler = Scheduler(ThreadPlan(1, 1))
     scheduler.start()
     try:
         mine = thread_nice()
-        assert await scheduler.run_async(WorkClass.FILE, thread_nice) == BULK_NICE
-        assert await scheduler.run_async(WorkClass.SYNC, thread_nice) == BULK_NICE
+        assert await scheduler.run_async(WorkClass.FILE, thread_nice) == LOWEST_NICE
+        assert await scheduler.run_async(WorkClass.SYNC, thread_nice) == 10
         assert await scheduler.run_final(1, thread_nice) == mine
         assert await scheduler.run_partial(1, thread_nice) == mine
     finally:

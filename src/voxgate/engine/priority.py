@@ -1,9 +1,10 @@
 """Operating-system priority of decoding threads.
 
-Bulk work (file jobs, synchronous requests) runs on threads at the lowest scheduling priority, so the kernel
-hands a core to a real-time unit the moment it is ready, in the middle of a long bulk unit: preemption
-without cutting model calls short. Threads inherit the priority of the thread that creates them, which is
-how a model's own worker threads (CTranslate2) get it: the model is loaded from a lowered thread.
+Bulk work runs on threads of lowered scheduling priority (file jobs at the lowest, synchronous requests
+between them and real time), so the kernel hands a core to a real-time unit the moment it is ready, in the
+middle of a long bulk unit: preemption without cutting model calls short. Threads inherit the priority of
+the thread that creates them, which is how a model's own worker threads (CTranslate2) get it: the model is
+loaded from a lowered thread.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import TypeVar
 log = logging.getLogger("voxgate.scheduler")
 T = TypeVar("T")
 
-BULK_NICE = 19  # the lowest priority: a bulk thread gets about 1.5% of a core a real-time thread wants
+LOWEST_NICE = 19  # a thread at nice 19 gets about 1.5% of a core that a thread at nice 0 wants
 
 
-def lower_this_thread(nice: int = BULK_NICE) -> bool:
+def lower_this_thread(nice: int = LOWEST_NICE) -> bool:
     """Give the calling thread (only it) the ``nice`` value; False where the platform does not allow it."""
     if not hasattr(os, "setpriority"):
         return False
@@ -39,7 +40,7 @@ def thread_nice() -> int | None:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
-def in_lowered_thread(fn: Callable[[], T], nice: int = BULK_NICE) -> T:
+def in_lowered_thread(fn: Callable[[], T], nice: int = LOWEST_NICE) -> T:
     """Run ``fn`` on a new thread at ``nice`` and return its result; threads it starts keep that priority."""
     box: list[T] = []
     error: list[BaseException] = []

@@ -33,7 +33,7 @@ from voxgate.engine.language import detect_language
 from voxgate.engine.models import BUNDLED, assemble
 from voxgate.engine.priority import in_lowered_thread
 from voxgate.engine.prompts import context_prompt, hotword_prompt
-from voxgate.engine.scheduler import Scheduler, ThreadPlan, WorkClass
+from voxgate.engine.scheduler import Scheduler, ThreadPlan, Tier, WorkClass
 from voxgate.engine.sentences import group_sentences, make_words
 from voxgate.engine.types import FileResult, RecognitionOptions, Sentence, Transcript
 from voxgate.engine.vocabulary_pass import second_look
@@ -110,8 +110,8 @@ class Recognizer:
             max_sessions=config.max_sessions,
             on_quiet=release_freed_memory,  # the last stream closed: give its buffers back to the OS
         )
-        self._models: dict[tuple[str, bool], WhisperModel] = {}  # (name, bulk copy)
-        self._pipelines: dict[tuple[str, bool], BatchedInferencePipeline] = {}
+        self._models: dict[tuple[str, Tier], WhisperModel] = {}  # one copy per scheduler tier that uses it
+        self._pipelines: dict[tuple[str, Tier], BatchedInferencePipeline] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -122,14 +122,15 @@ class Recognizer:
         self.scheduler.stop()
 
     # -- models -------------------------------------------------------------------------------------
-    def model(self, name: str, *, bulk: bool = False) -> WhisperModel:
-        """The loaded Whisper model ``name`` (a key of :data:`BUNDLED`), loading it on first use.
+    def model(self, name: str, tier: Tier = Tier.REALTIME) -> WhisperModel:
+        """The loaded Whisper model ``name`` (a key of :data:`BUNDLED`) for the work of ``tier``, loading it
+        on first use.
 
-        ``bulk``: the copy that file and synchronous work use, whose threads run at the lowest OS priority
-        (the weights are loaded twice, so that real-time units never queue behind bulk ones in the same
-        model's workers)."""
+        Each tier has its own copy, loaded from a thread at the tier's OS priority so that the model's own
+        workers run at it too (the weights are held once per tier that uses them, and a real-time unit never
+        queues behind a file window inside one model's workers)."""
         with self._lock:
-            loaded = self._models.get((name, bulk))
+            loaded = self._models.get((name, tier))
             if loaded is not None:
                 return loaded
             spec = BUNDLED.get(name)
@@ -148,18 +149,18 @@ class Recognizer:
                 )
 
             try:
-                loaded = in_lowered_thread(load) if bulk else load()
+                loaded = in_lowered_thread(load, tier.nice) if tier.nice else load()
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelUnavailable(
                     f"model {name} could not be loaded ({exc}); reinstall " + " and ".join(spec.packages)
                 ) from exc
-            self._models[(name, bulk)] = loaded
-            self._pipelines[(name, bulk)] = BatchedInferencePipeline(loaded)
+            self._models[(name, tier)] = loaded
+            self._pipelines[(name, tier)] = BatchedInferencePipeline(loaded)
             return loaded
 
-    def pipeline(self, name: str, *, bulk: bool = False) -> BatchedInferencePipeline:
-        self.model(name, bulk=bulk)
-        return self._pipelines[(name, bulk)]
+    def pipeline(self, name: str, tier: Tier = Tier.REALTIME) -> BatchedInferencePipeline:
+        self.model(name, tier)
+        return self._pipelines[(name, tier)]
 
     def warm_up(self, names: Iterable[str]) -> None:
         """Load the models and run one tiny decode on every replica, so no client pays for first-call set-up
@@ -189,7 +190,7 @@ class Recognizer:
     ) -> tuple[list[Sentence], str | None]:
         """Recognize a short in-memory clip (16 kHz float32) as ``work``. Returns sentences and the language."""
         name = self.engine_model(profile, options)
-        model = self.model(name, bulk=work.bulk)
+        model = self.model(name, work.tier)
         if language is None:
             language = self._language(model, audio, options, work)
         sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work)
@@ -280,7 +281,7 @@ class Recognizer:
 
     def block_language(self, profile: EngineProfile, options: RecognitionOptions, block: FileBlock) -> str | None:
         """The file's language, identified on the first block with speech (or the one asked for)."""
-        model = self.model(self.engine_model(profile, options), bulk=True)
+        model = self.model(self.engine_model(profile, options), Tier.FILE)
         return self._language(model, block.audio, options, WorkClass.FILE, speech=block.speech)
 
     def decode_file_block(
@@ -342,11 +343,11 @@ class Recognizer:
         """Decode the speech of ``audio``: one scheduler unit per ≤ 30 s window, run side by side."""
         if audio.size < SAMPLE_RATE // 10:
             return []
-        model = self.model(name, bulk=work.bulk)
+        model = self.model(name, work.tier)
         if not model.model.is_multilingual:
             language = "en"
         regions = speech_regions(audio)
-        pipeline = self.pipeline(name, bulk=work.bulk)
+        pipeline = self.pipeline(name, work.tier)
         units = [
             functools.partial(self._decode_region, pipeline, audio[a:b], options, profile, language, a)
             for a, b in regions

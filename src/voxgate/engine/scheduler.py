@@ -1,18 +1,19 @@
 """The single owner of decoding CPU time in the process.
 
 Every model call — real-time finals and partials, synchronous requests, file jobs — runs as a *unit* on one
-of the scheduler's worker threads, in two tiers of ``plan.workers`` threads each:
+of the scheduler's worker threads, in three :class:`Tier` of ``plan.workers`` threads each, each tier with its
+own copies of the models and its own OS priority (:mod:`voxgate.engine.priority`):
 
-- the **real-time** tier runs **finals** (a client waits for them at every sentence end), round-robin across
-  streams — a final submitted as not ``urgent`` (the head of a sentence still being spoken) goes after every
-  urgent one — then **partials**, the newest per stream only (an older queued partial is dropped);
-- the **bulk** tier runs **synchronous** requests, then **file-job** units, first come first served, on
-  threads at the lowest OS priority (:mod:`voxgate.engine.priority`) with their own copies of the models.
+- **real time** (normal priority): **finals** (a client waits for them at every sentence end), round-robin
+  across streams — a final submitted as not ``urgent`` (the head of a sentence still being spoken) goes after
+  every urgent one — then **partials**, the newest per stream only (an older queued partial is dropped);
+- **synchronous** requests (nice 10), first come first served;
+- **file-job** units (nice 19, the lowest), first come first served.
 
 Bulk work uses every core the real-time tier leaves idle, and the kernel takes a core from it the moment a
-real-time unit is ready, in the middle of a long bulk unit: a final never waits for a file window to end. A
-file job slows down while streams are busy and speeds up when they are idle; admission keeps the streams
-under ``capacity``, so it never starves.
+real-time unit is ready, in the middle of a long bulk unit: a final never waits for a file window to end, and
+a synchronous request goes ahead of file work in the same way. A file job slows down while streams are busy
+and speeds up when they are idle; admission keeps the streams under ``capacity``, so it never starves.
 
 Admission is by measured headroom: each stream is priced in core-seconds per second of audio (a prior from
 its models until enough of its own audio has been decoded, then its measured cost); a new stream is admitted
@@ -38,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from voxgate.engine.priority import lower_this_thread
+from voxgate.engine.priority import LOWEST_NICE, lower_this_thread
 from voxgate.errors import Throttling
 
 log = logging.getLogger("voxgate.scheduler")
@@ -67,11 +68,30 @@ class WorkClass(enum.IntEnum):
         return self.name.lower()
 
     @property
-    def bulk(self) -> bool:
-        """Runs on the bulk tier (low OS priority, the models' bulk copies)."""
-        return self in BULK
+    def tier(self) -> Tier:
+        """The tier of workers (and model copies) that runs this kind of work."""
+        return _TIERS[self]
 
 
+class Tier(enum.Enum):
+    """A set of ``plan.workers`` threads with its own model copies, at one OS priority."""
+
+    REALTIME = "realtime"
+    SYNC = "sync"
+    FILE = "file"
+
+    @property
+    def nice(self) -> int:
+        return _NICE[self]
+
+
+_TIERS = {
+    WorkClass.FINAL: Tier.REALTIME,
+    WorkClass.PARTIAL: Tier.REALTIME,
+    WorkClass.SYNC: Tier.SYNC,
+    WorkClass.FILE: Tier.FILE,
+}
+_NICE = {Tier.REALTIME: 0, Tier.SYNC: 10, Tier.FILE: LOWEST_NICE}
 BULK = (WorkClass.SYNC, WorkClass.FILE)
 
 
@@ -85,7 +105,7 @@ class ThreadPlan:
     @classmethod
     def for_machine(cls, cores: int | None = None, workers: int = 0, intra_threads: int = 0) -> ThreadPlan:
         """One worker per core with one thread each, unless configured; never more threads than cores in
-        one tier (the bulk tier's threads run only on what the real-time tier leaves idle)."""
+        one tier (the bulk tiers' threads run on what the real-time tier leaves idle)."""
         cores = max(1, cores or os.cpu_count() or 1)
         if workers <= 0:
             workers = cores if intra_threads <= 0 else max(1, cores // intra_threads)
@@ -144,7 +164,7 @@ _local = threading.local()
 
 
 class Scheduler:
-    """Priority queues of decoding units served by two tiers of ``plan.workers`` threads, with admission."""
+    """Priority queues of decoding units served by three tiers of ``plan.workers`` threads, with admission."""
 
     def __init__(
         self,
@@ -171,11 +191,11 @@ class Scheduler:
         self._finals: OrderedDict[int, deque[_Unit]] = OrderedDict()
         self._partials: OrderedDict[int, _Unit] = OrderedDict()
         self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
-        self._running = {False: 0, True: 0}  # units running, by tier (bulk or not)
+        self._running = dict.fromkeys(Tier, 0)  # units running, by tier
         self._recent_final_waits: deque[tuple[float, float, int]] = deque(maxlen=RECENT_FINALS)
         lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # the real-time tier waits on this one
-        self._bulk_ready = threading.Condition(lock)
+        self._ready = {tier: threading.Condition(lock) for tier in Tier}  # one lock; each tier waits on its own
+        self._cond = self._ready[Tier.REALTIME]
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
@@ -266,10 +286,10 @@ class Scheduler:
             if self._threads:
                 return
             self._stopping = False
-            for bulk in (False, True):
+            for tier in Tier:
                 for index in range(self.workers):
-                    name = f"voxgate-{'bulk' if bulk else 'decode'}-{index}"
-                    thread = threading.Thread(target=self._work, args=(bulk,), name=name, daemon=True)
+                    name = f"voxgate-{tier.value}-{index}"
+                    thread = threading.Thread(target=self._work, args=(tier,), name=name, daemon=True)
                     thread.start()
                     self._threads.append(thread)
 
@@ -286,8 +306,8 @@ class Scheduler:
                 stats.depth = 0
             for unit in units:
                 self._drop(unit)
-            self._cond.notify_all()
-            self._bulk_ready.notify_all()
+            for ready in self._ready.values():
+                ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
@@ -389,16 +409,16 @@ class Scheduler:
             else:
                 self._bulk[unit.work].append(unit)
             stats.depth += 1
-            (self._bulk_ready if unit.work.bulk else self._cond).notify()
+            self._ready[unit.work.tier].notify()
 
     # -- picking and running --------------------------------------------------------------------------
-    def _next(self, bulk: bool) -> _Unit | None:
-        """Under the lock: the next unit for a worker of the bulk tier or of the real-time tier."""
-        if bulk:
-            for work in BULK:
-                if self._bulk[work]:
-                    self.stats[work].depth -= 1
-                    return self._bulk[work].popleft()
+    def _next(self, tier: Tier) -> _Unit | None:
+        """Under the lock: the next unit for a worker of ``tier``."""
+        if tier is not Tier.REALTIME:
+            work = WorkClass.SYNC if tier is Tier.SYNC else WorkClass.FILE
+            if self._bulk[work]:
+                self.stats[work].depth -= 1
+                return self._bulk[work].popleft()
             return None
         while self._finals:
             stream, queue = next(
@@ -427,21 +447,21 @@ class Scheduler:
             return unit
         return None
 
-    def _work(self, bulk: bool) -> None:
+    def _work(self, tier: Tier) -> None:
         _local.worker = True
-        if bulk:
-            lower_this_thread()
-        ready = self._bulk_ready if bulk else self._cond
+        if tier.nice:
+            lower_this_thread(tier.nice)
+        ready = self._ready[tier]
         while True:
             with ready:
-                unit = self._next(bulk)
+                unit = self._next(tier)
                 while unit is None and not self._stopping and not self._quiet_now():
                     ready.wait()
-                    unit = self._next(bulk)
+                    unit = self._next(tier)
                 if unit is None and self._stopping:
                     return
                 if unit is not None:
-                    self._running[bulk] += 1
+                    self._running[tier] += 1
             if unit is None:
                 self._run_quiet_hook()
                 continue
@@ -480,14 +500,15 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        """True when a real-time worker is free and no work is queued or running in the bulk tier (CPU time
+        """True when a real-time worker is free and no work is queued or running in the bulk tiers (CPU time
         spent now takes nothing from anyone)."""
         with self._cond:
-            return self._running[False] < self.workers and not self._running[True] and not self._queued()
+            busy = self._running[Tier.SYNC] or self._running[Tier.FILE]
+            return self._running[Tier.REALTIME] < self.workers and not busy and not self._queued()
 
     def _account(self, unit: _Unit, waited: float, elapsed: float) -> None:
         with self._cond:
-            self._running[unit.work.bulk] -= 1
+            self._running[unit.work.tier] -= 1
             stats = self.stats[unit.work]
             stats.done += 1
             stats.busy_s += elapsed
