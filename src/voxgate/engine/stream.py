@@ -442,8 +442,8 @@ class RecognitionStream:
             self._partial_task.cancel()
             self._partial_task = None
         spec = utt.speculative
-        if spec is not None and spec[0] == end and not spec[1].cancelled():
-            tail = spec[1]
+        if spec is not None and speech_end <= spec[0] <= end and not spec[1].cancelled():
+            tail = spec[1]  # it covers all the speech (started in this silence, before the tail was all in)
         else:
             if spec is not None:
                 spec[1].cancel()
