@@ -308,3 +308,23 @@ async def test_speculative_final_overtaken_by_speech_becomes_a_head() -> None:
     assert len(spans) == stream.heads + 1, "no decode thrown away"
     for (start, length), (after, _) in itertools.pairwise(spans):
         assert after == start + length * 1000 // RATE, spans
+
+
+class EarlySpeculation(RecognitionStream):
+    """Starts speculative finals 100 ms into any pause: before the 200 ms tail after the speech is all in."""
+
+    def _speculate_at_ms(self, utt: object, now: int) -> int:
+        return 100
+
+
+async def test_a_speculative_final_started_before_the_tail_is_in_is_the_final() -> None:
+    """Idle cores speculate early in the silence; the decode then ends in the silence, before the tail the
+    closed sentence keeps. It still covers all the speech, so it is the final: nothing is decoded twice."""
+    silence = np.zeros(RATE, dtype=np.float32)
+    audio = np.concatenate([silence, speech("goforward.wav"), silence, speech("something.wav"), silence])
+    config = StreamConfig(silence_ms=500, split_final_ms=0, head_final_ms=0, language="en")
+    events, engine, stream = await stream_on_two_workers(audio, config, EarlySpeculation)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 2 and all(f.sentence is not None for f in finals)
+    assert len(engine.finals) == 2, engine.finals
+    assert stream.speculative_abandoned == 0
