@@ -183,6 +183,12 @@ def _decoding_now(worker: Worker) -> bool:
     return bool(received) and received[-1] not in finished
 
 
+def _started(blocks: list[tuple[int, int, str | None, int, str]]) -> int:
+    """Blocks being decoded now: started (counted in the store) and not yet stored. With one process per
+    worker, as many as there are workers means every worker is inside a block, not between two."""
+    return sum(1 for *_key, _worker, attempts, status in blocks if attempts >= 1 and status != "SUCCEEDED")
+
+
 def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matches_in_process(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -204,7 +210,7 @@ def test_long_file_spreads_over_both_workers_survives_a_killed_worker_and_matche
         # kill -9 the pool process of the second worker while it decodes a block of this file
         victim = cluster.workers[1]
         deadline = time.monotonic() + 120
-        while not (_decoding_now(victim) and cluster.blocks(task_id)):
+        while not (_decoding_now(victim) and _started(cluster.blocks(task_id)) == len(WORKERS)):
             assert time.monotonic() < deadline, victim.log()[-3000:]
             time.sleep(0.05)
         children = psutil.Process(victim.process.pid).children()
