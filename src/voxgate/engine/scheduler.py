@@ -92,7 +92,6 @@ _TIERS = {
     WorkClass.FILE: Tier.FILE,
 }
 _NICE = {Tier.REALTIME: 0, Tier.SYNC: 10, Tier.FILE: LOWEST_NICE}
-BULK = (WorkClass.SYNC, WorkClass.FILE)
 
 
 @dataclass(frozen=True, slots=True)
