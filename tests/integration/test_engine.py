@@ -12,6 +12,7 @@ from tests.conftest import audio_file, synth, wer
 from voxgate.audio.decode import decode_channel, probe
 from voxgate.engine.catalog import Catalog
 from voxgate.engine.recognizer import Recognizer
+from voxgate.engine.scheduler import WorkClass
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import AudioError, InvalidParameter
 
@@ -220,3 +221,31 @@ def test_duration_limit_enforced_while_reading(tmp_path: Path) -> None:
             chunks.append(chunk)
     assert info.value.reason == "too_long"
     assert sum(c.shape[0] for c in chunks) <= 16000 * 6
+
+
+def test_a_short_clip_is_encoded_once_for_language_and_words(recognizer: Recognizer, tmp_path: Path) -> None:
+    """Language identification and decoding of a one-window clip share one encoder pass (before, each
+    encoded the window), and give the same words as a decode told the language (which never identifies)."""
+    audio = decode_channel(audio_file("something.wav"), 0)
+    profile = Catalog().resolve("qwen3-asr-flash")
+    model = recognizer.model(profile.model, WorkClass.SYNC.tier)
+    calls: list[tuple[int, ...]] = []
+    real_encode = model.encode
+
+    def counting_encode(features: np.ndarray) -> object:
+        calls.append(tuple(features.shape))
+        return real_encode(features)
+
+    model.encode = counting_encode  # type: ignore[method-assign]
+    try:
+        found, language = recognizer.transcribe_clip(audio, RecognitionOptions(), profile)
+        identified_calls = list(calls)
+        calls.clear()
+        told, _ = recognizer.transcribe_clip(audio, RecognitionOptions(language="en"), profile)
+    finally:
+        del model.encode
+    assert language == "en"
+    assert identified_calls == [(1, 80, 3000)]  # one window, encoded once for both steps
+    assert calls == [(1, 80, 3000)]  # told the language: the decoder's own pass, the same single encode
+    assert " ".join(s.text for s in found) == " ".join(s.text for s in told)
+    assert wer(SOMETHING, " ".join(s.text for s in found)) <= 0.25

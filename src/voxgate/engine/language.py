@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from voxgate.engine.encoder_reuse import EncodedWindow
 
 SAMPLE_RATE = 16_000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
@@ -43,18 +46,32 @@ def detect_language(
     voiced = np.concatenate([audio[s["start"] : s["end"]] for s in speech])
     if voiced.shape[0] < MIN_SPEECH_SAMPLES:
         return allowed[0] if allowed else None
-    windows = _windows(voiced)
-    scores: dict[str, float] = defaultdict(float)
-    for window in windows:
+    encoded = []
+    for window in _windows(voiced):
         features = model.feature_extractor(window)
-        encoded = model.encode(pad_or_trim(features[..., : model.feature_extractor.nb_max_frames]))
-        results = model.model.detect_language(encoded)[0]
-        for token, prob in results:
+        encoded.append(model.encode(pad_or_trim(features[..., : model.feature_extractor.nb_max_frames])))
+    return language_of_encoded(model, encoded, allowed)
+
+
+def language_of_encoded(model: WhisperModel, encoded: list[ctranslate2.StorageView], allowed: list[str]) -> str | None:
+    """The language with the highest summed probability over the encoder outputs, among ``allowed`` (Whisper
+    codes) when given."""
+    scores: dict[str, float] = defaultdict(float)
+    for output in encoded:
+        for token, prob in model.model.detect_language(output)[0]:
             scores[token[2:-2]] += prob
     if allowed:
         candidates = {lang: scores.get(lang, 0.0) for lang in allowed}
         return max(candidates, key=lambda lang: candidates[lang])
     return max(scores, key=lambda lang: scores[lang]) if scores else None
+
+
+def language_of_window(model: WhisperModel, window: EncodedWindow, hints: list[str] | None) -> str | None:
+    """The language of one clip window already encoded for decoding (same rules as :func:`detect_language`)."""
+    allowed = [to_whisper_code(h) for h in (hints or []) if h]
+    if len(allowed) == 1:
+        return allowed[0]
+    return language_of_encoded(model, [window.output], allowed)
 
 
 def _windows(voiced: np.ndarray) -> list[np.ndarray]:

@@ -31,8 +31,9 @@ from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_times
 from voxgate.audio.decode import SAMPLE_RATE, Source, iter_channel, probe
 from voxgate.engine import diarize, postprocess
 from voxgate.engine.catalog import EngineProfile
+from voxgate.engine.encoder_reuse import EncodedWindow, encode_window, reusing_pipeline
 from voxgate.engine.guards import clean_segments
-from voxgate.engine.language import detect_language
+from voxgate.engine.language import MIN_SPEECH_SAMPLES, detect_language, language_of_window
 from voxgate.engine.models import BUNDLED, assemble
 from voxgate.engine.priority import in_lowered_thread
 from voxgate.engine.prompts import context_prompt, hotword_prompt
@@ -208,9 +209,19 @@ class Recognizer:
         """Recognize a short in-memory clip (16 kHz float32) as ``work``. Returns sentences and the language."""
         name = self.engine_model(profile, options)
         model = self.model(name, work.tier)
+        speech = get_speech_timestamps(audio, FILE_VAD) if audio.size >= SAMPLE_RATE // 10 else []
+        shared: EncodedWindow | None = None
         if language is None:
-            language = self._language(model, audio, options, work)
-        sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work)
+            windows = pack_windows(audio, speech)
+            if self._needs_identification(model, options) and len(windows) == 1 and windows[0].speech_enough:
+                # Speech within one window: one encoder pass serves identification and decoding.
+                shared = self.scheduler.run(work, functools.partial(encode_window, model, windows[0].audio))
+                language = self.scheduler.run(
+                    work, functools.partial(language_of_window, model, shared, options.language_hints)
+                )
+            else:
+                language = self._language(model, audio, options, work)
+        sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work, speech, shared)
         if options.diarization:
             sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
         return postprocess.apply(sentences, options, options.text_language(language)), language
@@ -349,6 +360,13 @@ class Recognizer:
         )
 
     # -- internals ----------------------------------------------------------------------------------
+    @staticmethod
+    def _needs_identification(model: WhisperModel, options: RecognitionOptions) -> bool:
+        """Whether the language must be identified from the audio (not given, not implied by the model or by
+        a single hint)."""
+        hints = [h for h in (options.language_hints or []) if h]
+        return not options.language and bool(model.model.is_multilingual) and len(hints) != 1
+
     def _language(
         self,
         model: WhisperModel,
@@ -374,9 +392,11 @@ class Recognizer:
         offset_ms: int,
         work: WorkClass,
         speech: list[dict[str, int]] | None = None,
+        shared: EncodedWindow | None = None,
     ) -> list[Sentence]:
         """Decode the speech of ``audio`` (its VAD runs ``speech``, found here when not given): the runs are
-        packed into full decoder windows, decoded as scheduler units side by side."""
+        packed into full decoder windows, decoded as scheduler units side by side. ``shared`` is a window
+        already encoded (for language identification), not encoded again."""
         if audio.size < SAMPLE_RATE // 10:
             return []
         model = self.model(name, work.tier)
@@ -385,7 +405,7 @@ class Recognizer:
         if speech is None:
             speech = get_speech_timestamps(audio, FILE_VAD)
         windows = pack_windows(audio, speech)
-        pipeline = self.pipeline(name, work.tier)
+        pipeline = self.pipeline(name, work.tier) if shared is None else reusing_pipeline(model, shared)
         per_unit = windows_per_unit(len(windows), self.plan.workers)
         units = [
             functools.partial(self._decode_windows, pipeline, windows[i : i + per_unit], options, profile, language)
@@ -419,8 +439,10 @@ class Recognizer:
             task=options.task,
             beam_size=profile.beam_size,
             word_timestamps=True,
+            # seconds, as the pipeline takes them; half a sample in so that they round back to these samples
             clip_timestamps=[
-                {"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE} for start, end in itertools.pairwise(bounds)
+                {"start": (start + 0.5) / SAMPLE_RATE, "end": (end + 0.5) / SAMPLE_RATE}
+                for start, end in itertools.pairwise(bounds)
             ],
             batch_size=len(windows),
             hotwords=hotword_prompt(options.hotwords, language),
@@ -445,6 +467,11 @@ class SpeechWindow:
 
     runs: list[dict[str, int]]  # where the joined pieces come from (samples from the block start)
     audio: np.ndarray
+
+    @property
+    def speech_enough(self) -> bool:
+        """Enough speech to identify a language from."""
+        return int(self.audio.shape[0]) >= MIN_SPEECH_SAMPLES
 
 
 def pack_windows(audio: np.ndarray, speech: list[dict[str, int]]) -> list[SpeechWindow]:
