@@ -319,3 +319,28 @@ def test_interims_are_spaced_out_as_streams_are_added() -> None:
     for ticket in others:
         scheduler.release(ticket)
     assert scheduler.partial_spacing_s(first.key) == pytest.approx(alone)
+
+
+async def test_partials_leave_one_real_time_worker_for_finals() -> None:
+    """With two real-time workers, one partial runs at a time: a second stream's partial waits, and a final
+    arriving meanwhile starts on the free worker at once."""
+    scheduler = Scheduler(ThreadPlan(2, 1))
+    scheduler.start()
+    fake = FakeDecoder()
+    try:
+        first, second = scheduler.admit(0.2), scheduler.admit(0.2)
+        hold, started, release = fake.hold()
+        held = asyncio.ensure_future(scheduler.run_partial(first.key, hold))
+        await asyncio.to_thread(started.wait)
+        waiting = asyncio.ensure_future(scheduler.run_partial(second.key, fake.unit("partial 2")))
+        await settle()
+        assert await scheduler.run_final(second.key, fake.unit("final 2")) == "final 2"  # while the partial holds
+        assert fake.order == ["final 2"], "the second partial waits for the partial slot"
+        release.set()
+        assert await waiting == "partial 2"
+        await held
+        assert fake.order == ["final 2", "partial 2"]
+        scheduler.release(first)
+        scheduler.release(second)
+    finally:
+        await asyncio.to_thread(scheduler.stop)

@@ -6,7 +6,8 @@ own copies of the models and its own OS priority (:mod:`voxgate.engine.priority`
 
 - **real time** (normal priority): **finals** (a client waits for them at every sentence end), round-robin
   across streams — a final submitted as not ``urgent`` (the head of a sentence still being spoken) goes after
-  every urgent one — then **partials**, the newest per stream only (an older queued partial is dropped);
+  every urgent one — then **partials**, the newest per stream only (an older queued partial is dropped), on
+  every real-time worker but one (a final arriving then starts at once or behind another final only);
 - **synchronous** requests (nice 10), first come first served;
 - **file-job** units (nice 19, the lowest), first come first served.
 
@@ -191,6 +192,9 @@ class Scheduler:
         self._partials: OrderedDict[int, _Unit] = OrderedDict()
         self._bulk: dict[WorkClass, deque[_Unit]] = {WorkClass.SYNC: deque(), WorkClass.FILE: deque()}
         self._running = dict.fromkeys(Tier, 0)  # units running, by tier
+        self._partials_running = 0
+        # partials may hold every real-time worker but one, so a final never waits behind partials
+        self.partial_slots = max(1, self.plan.workers - 1)
         self._recent_final_waits: deque[tuple[float, float, int]] = deque(maxlen=RECENT_FINALS)
         lock = threading.Lock()
         self._ready = {tier: threading.Condition(lock) for tier in Tier}  # one lock; each tier waits on its own
@@ -436,7 +440,7 @@ class Scheduler:
                 self._drop(unit)
                 continue
             return unit
-        while self._partials:
+        while self._partials and self._partials_running < self.partial_slots:
             _stream, unit = self._partials.popitem(last=False)
             self.stats[WorkClass.PARTIAL].depth -= 1
             if unit.wanted is not None and not unit.wanted():
@@ -461,6 +465,7 @@ class Scheduler:
                     return
                 if unit is not None:
                     self._running[tier] += 1
+                    self._partials_running += unit.work is WorkClass.PARTIAL
             if unit is None:
                 self._run_quiet_hook()
                 continue
@@ -508,6 +513,7 @@ class Scheduler:
     def _account(self, unit: _Unit, waited: float, elapsed: float) -> None:
         with self._cond:
             self._running[unit.work.tier] -= 1
+            self._partials_running -= unit.work is WorkClass.PARTIAL
             stats = self.stats[unit.work]
             stats.done += 1
             stats.busy_s += elapsed
