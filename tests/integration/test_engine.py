@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import audio_file, synth, wer
 from voxgate.audio.decode import decode_channel, probe
 from voxgate.engine.catalog import Catalog
-from voxgate.engine.recognizer import Recognizer
+from voxgate.engine.recognizer import FileBlock, Recognizer
 from voxgate.engine.scheduler import WorkClass
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import AudioError, InvalidParameter
@@ -249,3 +249,14 @@ def test_a_short_clip_is_encoded_once_for_language_and_words(recognizer: Recogni
     assert calls == [(1, 80, 3000)]  # told the language: the decoder's own pass, the same single encode
     assert " ".join(s.text for s in found) == " ".join(s.text for s in told)
     assert wer(SOMETHING, " ".join(s.text for s in found)) <= 0.25
+
+
+def test_a_block_decodes_from_its_samples_alone(recognizer: Recognizer) -> None:
+    """A worker node gets a block's samples without its VAD runs: it decodes the same sentences."""
+    [block] = list(recognizer.file_blocks(audio_file("goforward.wav"), 0))
+    assert block.speech
+    bare = FileBlock(block.offset, block.audio, [])
+    with_runs = recognizer.decode_file_block(PROFILE, RecognitionOptions(), "en", block)
+    from_samples = recognizer.decode_file_block(PROFILE, RecognitionOptions(), "en", bare)
+    assert [s.text for s in from_samples] == [s.text for s in with_runs]
+    assert wer(GOFORWARD, " ".join(s.text for s in from_samples)) <= 0.25

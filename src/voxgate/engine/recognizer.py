@@ -333,9 +333,9 @@ class Recognizer:
         """The sentences of one block (times from the channel start), before post-processing."""
         name = self.engine_model(profile, options)
         offset_ms = round(block.offset * 1000 / SAMPLE_RATE)
-        return self._decode_block(
-            name, block.audio, options, profile, language, offset_ms, WorkClass.FILE, speech=block.speech
-        )
+        # VAD runs again on the block's own audio: a worker node gets the samples only, and both backends
+        # must pack the same windows (the same transcript whichever decoded the block)
+        return self._decode_block(name, block.audio, options, profile, language, offset_ms, WorkClass.FILE)
 
     def finish_channel(
         self,
