@@ -299,7 +299,7 @@ def test_a_killed_worker_node_block_is_redelivered_after_the_visibility_timeout(
     """The whole victim node (celery master and pool process) is SIGKILLed while it decodes a block: nothing
     puts its message back at once; after the visibility timeout a worker node started afterwards takes it,
     and the job ends as the in-process backend's does."""
-    # two blocks of about 120 s, each with the 44-second reading in it
+    # blocks of about 120 s, each with a 44-second reading in it
     audio = join_wavs([audio_file("two_cities_16k.wav")] * 2, tmp_path / "two-blocks.wav", pause_s=80.0)
     alone = start_server(tmp_path / "in-process", ENGINE)
     survivor = None
@@ -334,7 +334,7 @@ def test_a_killed_worker_node_block_is_redelivered_after_the_visibility_timeout(
             stop_worker(survivor)
 
     blocks = node_loss.blocks(task_id)
-    assert len(blocks) == 2, blocks
+    assert len(blocks) >= 2, blocks  # a part-filled last window may go on into a block of its own
     assert all(worker == "survivor@node-loss" and status == "SUCCEEDED" for _c, _b, worker, _a, status in blocks)
     assert {(c, b): a for c, b, _w, a, _s in blocks}[held[0]] == 2, blocks  # the held block ran once more
     # the same message came back, and only once the visibility timeout had passed since the victim took it
