@@ -285,7 +285,8 @@ def test_wrong_key_is_asked_for_again_and_refusals_are_explained(browser: Browse
     page.click("#key-button")
     page.fill("#key-input", API_KEY)
     page.click("#key-dialog button[value=save]")
-    assert page.evaluate("sessionStorage.getItem('voxgate.apiKey')") == API_KEY
+    # the dialog's close handler stores the key: wait for it rather than read at once
+    poll(lambda: page.evaluate("sessionStorage.getItem('voxgate.apiKey')") == API_KEY, 10, "the saved key")
     assert page.inner_text("#key-button") == "API key ✓"
     context.close()
 
