@@ -97,10 +97,10 @@ def _cut_after_full_windows(buffer: np.ndarray, speech: list[dict[str, int]], cu
     """Move the cut back to before the block's last decoder window when that window would be part-filled:
     its speech is carried to the next block, where it fills a window with what follows (a window costs the
     same however little speech it holds)."""
-    windows = pack_windows(buffer[:cut], speech)
-    if len(windows) < 2 or windows[-1].audio.shape[0] >= FULL_ENOUGH * WINDOW_SAMPLES:
+    groups = _group_runs(cut, speech)
+    if len(groups) < 2 or sum(r["end"] - r["start"] for r in groups[-1]) >= FULL_ENOUGH * WINDOW_SAMPLES:
         return cut
-    return windows[-1].runs[0]["start"]
+    return groups[-1][0]["start"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +210,9 @@ class Recognizer:
         name = self.engine_model(profile, options)
         model = self.model(name, work.tier)
         speech = get_speech_timestamps(audio, FILE_VAD) if audio.size >= SAMPLE_RATE // 10 else []
+        windows = pack_windows(audio, speech)
         shared: EncodedWindow | None = None
         if language is None:
-            windows = pack_windows(audio, speech)
             if self._needs_identification(model, options) and len(windows) == 1 and windows[0].speech_enough:
                 # Speech within one window: one encoder pass serves identification and decoding.
                 shared = self.scheduler.run(work, functools.partial(encode_window, model, windows[0].audio))
@@ -221,7 +221,7 @@ class Recognizer:
                 )
             else:
                 language = self._language(model, audio, options, work)
-        sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work, speech, shared)
+        sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work, windows, shared)
         if options.diarization:
             sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
         return postprocess.apply(sentences, options, options.text_language(language)), language
@@ -391,20 +391,19 @@ class Recognizer:
         language: str | None,
         offset_ms: int,
         work: WorkClass,
-        speech: list[dict[str, int]] | None = None,
+        windows: list[SpeechWindow] | None = None,
         shared: EncodedWindow | None = None,
     ) -> list[Sentence]:
-        """Decode the speech of ``audio`` (its VAD runs ``speech``, found here when not given): the runs are
-        packed into full decoder windows, decoded as scheduler units side by side. ``shared`` is a window
+        """Decode the speech of ``audio`` packed into full decoder windows (``windows``, packed here from a VAD
+        pass when not given), as scheduler units side by side. ``shared`` is a window
         already encoded (for language identification), not encoded again."""
         if audio.size < SAMPLE_RATE // 10:
             return []
         model = self.model(name, work.tier)
         if not model.model.is_multilingual:
             language = "en"
-        if speech is None:
-            speech = get_speech_timestamps(audio, FILE_VAD)
-        windows = pack_windows(audio, speech)
+        if windows is None:
+            windows = pack_windows(audio, get_speech_timestamps(audio, FILE_VAD))
         pipeline = self.pipeline(name, work.tier) if shared is None else reusing_pipeline(model, shared)
         per_unit = windows_per_unit(len(windows), self.plan.workers)
         units = [
@@ -477,22 +476,27 @@ class SpeechWindow:
 def pack_windows(audio: np.ndarray, speech: list[dict[str, int]]) -> list[SpeechWindow]:
     """Pack the VAD runs of ``audio`` in order into windows of at most 30 s of speech each, so each decoder
     window is as full as the speech allows (a window costs the same however much of it is speech)."""
-    windows: list[SpeechWindow] = []
+    return [_window(audio, runs) for runs in _group_runs(audio.shape[0], speech)]
+
+
+def _group_runs(length: int, speech: list[dict[str, int]]) -> list[list[dict[str, int]]]:
+    """The runs of :func:`pack_windows`' windows (clipped to ``length`` samples), without copying audio."""
+    groups: list[list[dict[str, int]]] = []
     runs: list[dict[str, int]] = []
-    length = 0
+    held = 0
     for seg in speech:
-        run = {"start": seg["start"], "end": min(seg["end"], audio.shape[0])}
+        run = {"start": seg["start"], "end": min(seg["end"], length)}
         size = run["end"] - run["start"]
         if size <= 0:
             continue
-        if runs and length + size > WINDOW_SAMPLES:
-            windows.append(_window(audio, runs))
-            runs, length = [], 0
+        if runs and held + size > WINDOW_SAMPLES:
+            groups.append(runs)
+            runs, held = [], 0
         runs.append(run)
-        length += size
+        held += size
     if runs:
-        windows.append(_window(audio, runs))
-    return windows
+        groups.append(runs)
+    return groups
 
 
 def _window(audio: np.ndarray, runs: list[dict[str, int]]) -> SpeechWindow:
