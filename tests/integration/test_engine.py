@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import audio_file, synth, wer
+from tests.conftest import audio_file, join_wavs, synth, wer
 from voxgate.audio.decode import decode_channel, probe
 from voxgate.engine.catalog import Catalog
-from voxgate.engine.recognizer import FileBlock, Recognizer
+from voxgate.engine.recognizer import Recognizer, pack_windows, speech_runs
 from voxgate.engine.scheduler import WorkClass
 from voxgate.engine.types import RecognitionOptions
 from voxgate.errors import AudioError, InvalidParameter
+from voxgate.jobs import blocks
 
 PROFILE = Catalog().resolve("fun-asr")
 GOFORWARD = "go forward ten meters"
@@ -251,12 +252,51 @@ def test_a_short_clip_is_encoded_once_for_language_and_words(recognizer: Recogni
     assert wer(SOMETHING, " ".join(s.text for s in found)) <= 0.25
 
 
-def test_a_block_decodes_from_its_samples_alone(recognizer: Recognizer) -> None:
-    """A worker node gets a block's samples without its VAD runs: it decodes the same sentences."""
+def test_a_worker_decodes_the_windows_the_cutter_packed(recognizer: Recognizer, tmp_path: Path) -> None:
+    """A block handed to a worker node (its samples and VAD runs written to the job's folder) decodes to the
+    same sentences as in process; a block written without its runs finds them again by VAD."""
     [block] = list(recognizer.file_blocks(audio_file("goforward.wav"), 0))
     assert block.speech
-    bare = FileBlock(block.offset, block.audio, [])
-    with_runs = recognizer.decode_file_block(PROFILE, RecognitionOptions(), "en", block)
-    from_samples = recognizer.decode_file_block(PROFILE, RecognitionOptions(), "en", bare)
-    assert [s.text for s in from_samples] == [s.text for s in with_runs]
-    assert wer(GOFORWARD, " ".join(s.text for s in from_samples)) <= 0.25
+    path = tmp_path / "c0-b0.f32"
+    blocks._write_block(path, block)
+    read = blocks._read_block(path, block.offset)
+    assert read.speech == block.speech
+    assert np.array_equal(read.audio, block.audio)
+    path.with_suffix(".runs.json").unlink()
+    found = blocks._read_block(path, block.offset)
+    assert found.speech == speech_runs(block.audio)
+    texts = [
+        [s.text for s in recognizer.decode_file_block(PROFILE, RecognitionOptions(), "en", b)]
+        for b in (block, read, found)
+    ]
+    assert texts[0] == texts[1] == texts[2]
+    assert wer(GOFORWARD, " ".join(texts[1])) <= 0.25
+
+
+def test_a_files_language_is_read_off_windows_it_then_decodes(recognizer: Recognizer, tmp_path: Path) -> None:
+    """Identifying a file's language encodes its first packed windows, and the decoder reuses those outputs:
+    every window is encoded once in all, and the words are those of a decode told the language."""
+    parts = [audio_file("two_cities_16k.wav"), audio_file("beckett_16k.wav")]
+    path = join_wavs(parts, tmp_path / "two.wav", pause_s=1.0)
+    windows = sum(len(pack_windows(b.audio, b.speech)) for b in recognizer.file_blocks(path, 0))
+    assert windows >= 2
+    model = recognizer.model(PROFILE.model, WorkClass.FILE.tier)
+    rows: list[int] = []
+    real_encode = model.encode
+
+    def counting_encode(features: np.ndarray) -> object:
+        rows.append(int(features.shape[0]))
+        return real_encode(features)
+
+    model.encode = counting_encode  # type: ignore[method-assign]
+    try:
+        [found] = transcribe(recognizer, path)
+        identified = sum(rows)
+        rows.clear()
+        [told] = transcribe(recognizer, path, language="en")
+    finally:
+        del model.encode
+    assert found.language == "en"
+    assert identified == windows  # before: up to three more encoder passes for identification alone
+    assert sum(rows) == windows
+    assert found.text == told.text

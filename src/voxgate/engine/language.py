@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import ctranslate2
 import numpy as np
@@ -66,12 +67,12 @@ def language_of_encoded(model: WhisperModel, encoded: list[ctranslate2.StorageVi
     return max(scores, key=lambda lang: scores[lang]) if scores else None
 
 
-def language_of_window(model: WhisperModel, window: EncodedWindow, hints: list[str] | None) -> str | None:
-    """The language of one clip window already encoded for decoding (same rules as :func:`detect_language`)."""
+def language_of_windows(model: WhisperModel, windows: Sequence[EncodedWindow], hints: list[str] | None) -> str | None:
+    """The language of speech windows already encoded for decoding (same rules as :func:`detect_language`)."""
     allowed = [to_whisper_code(h) for h in (hints or []) if h]
     if len(allowed) == 1:
         return allowed[0]
-    return language_of_encoded(model, [window.output], allowed)
+    return language_of_encoded(model, [window.output for window in windows], allowed)
 
 
 def _windows(voiced: np.ndarray) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import functools
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from voxgate.engine import diarize, postprocess
 from voxgate.engine.catalog import EngineProfile
 from voxgate.engine.encoder_reuse import EncodedWindow, encode_window, reusing_pipeline
 from voxgate.engine.guards import clean_segments
-from voxgate.engine.language import MIN_SPEECH_SAMPLES, detect_language, language_of_window
+from voxgate.engine.language import MAX_WINDOWS, MIN_SPEECH_SAMPLES, detect_language, language_of_windows
 from voxgate.engine.models import BUNDLED, assemble
 from voxgate.engine.priority import in_lowered_thread
 from voxgate.engine.prompts import context_prompt, hotword_prompt
@@ -77,7 +77,7 @@ class FileBlock:
 
 def _cut_block(buffer: np.ndarray, offset: int, *, final: bool) -> tuple[FileBlock, np.ndarray]:
     """The next block of ``buffer`` (cut in a silence unless ``final``) and the rest, carried over."""
-    speech = get_speech_timestamps(buffer, FILE_VAD)
+    speech = speech_runs(buffer)
     cut = buffer.shape[0]
     if not final:
         guard = int(TAIL_GUARD_SECONDS * SAMPLE_RATE)
@@ -209,18 +209,11 @@ class Recognizer:
         """Recognize a short in-memory clip (16 kHz float32) as ``work``. Returns sentences and the language."""
         name = self.engine_model(profile, options)
         model = self.model(name, work.tier)
-        speech = get_speech_timestamps(audio, FILE_VAD) if audio.size >= SAMPLE_RATE // 10 else []
+        speech = speech_runs(audio) if audio.size >= SAMPLE_RATE // 10 else []
         windows = pack_windows(audio, speech)
-        shared: EncodedWindow | None = None
+        shared: list[EncodedWindow] = []
         if language is None:
-            if self._needs_identification(model, options) and len(windows) == 1 and windows[0].speech_enough:
-                # Speech within one window: one encoder pass serves identification and decoding.
-                shared = self.scheduler.run(work, functools.partial(encode_window, model, windows[0].audio))
-                language = self.scheduler.run(
-                    work, functools.partial(language_of_window, model, shared, options.language_hints)
-                )
-            else:
-                language = self._language(model, audio, options, work)
+            language, shared = self._identify(model, audio, speech, windows, options, work)
         sentences = self._decode_block(name, audio, options, profile, language, offset_ms, work, windows, shared)
         if options.diarization:
             sentences = diarize.diarize(audio, sentences, options.speaker_count, offset_ms)
@@ -270,6 +263,7 @@ class Recognizer:
     ) -> Transcript:
         language: str | None = options.language
         sentences: list[Sentence] = []
+        shared: list[EncodedWindow] = []
         speech_samples = 0
         track = diarize.DiarizationTrack(options.speaker_count) if options.diarization else None
         # The next block is read and queued while the last one decodes, so no core idles at a block's end.
@@ -289,10 +283,13 @@ class Recognizer:
                 if block.speech:
                     speech_samples += block.speech_samples
                     if language is None:
-                        language = self.block_language(profile, options, block)
+                        # the first windows' encoder passes, run to identify the language, are decoded from too
+                        language, shared = self._identify_block(profile, options, block)
                     if track is not None:
                         track.add(block.audio, block.offset)
-                in_flight.append((block.end, pool.submit(self.decode_file_block, profile, options, language, block)))
+                decoding = pool.submit(self.decode_file_block, profile, options, language, block, shared)
+                in_flight.append((block.end, decoding))
+                shared = []
                 total = block.end
                 while len(in_flight) >= BLOCKS_IN_FLIGHT:
                     settle_oldest()
@@ -324,18 +321,32 @@ class Recognizer:
 
     def block_language(self, profile: EngineProfile, options: RecognitionOptions, block: FileBlock) -> str | None:
         """The file's language, identified on the first block with speech (or the one asked for)."""
+        return self._identify_block(profile, options, block)[0]
+
+    def _identify_block(
+        self, profile: EngineProfile, options: RecognitionOptions, block: FileBlock
+    ) -> tuple[str | None, list[EncodedWindow]]:
         model = self.model(self.engine_model(profile, options), Tier.FILE)
-        return self._language(model, block.audio, options, WorkClass.FILE, speech=block.speech)
+        windows = pack_windows(block.audio, block.speech)
+        return self._identify(model, block.audio, block.speech, windows, options, WorkClass.FILE)
 
     def decode_file_block(
-        self, profile: EngineProfile, options: RecognitionOptions, language: str | None, block: FileBlock
+        self,
+        profile: EngineProfile,
+        options: RecognitionOptions,
+        language: str | None,
+        block: FileBlock,
+        shared: Sequence[EncodedWindow] = (),
     ) -> list[Sentence]:
-        """The sentences of one block (times from the channel start), before post-processing."""
+        """The sentences of one block (times from the channel start), before post-processing: the block's own
+        VAD runs packed into windows (so every backend decodes the same windows), ``shared`` not encoded
+        again."""
         name = self.engine_model(profile, options)
         offset_ms = round(block.offset * 1000 / SAMPLE_RATE)
-        # VAD runs again on the block's own audio: a worker node gets the samples only, and both backends
-        # must pack the same windows (the same transcript whichever decoded the block)
-        return self._decode_block(name, block.audio, options, profile, language, offset_ms, WorkClass.FILE)
+        windows = pack_windows(block.audio, block.speech)
+        return self._decode_block(
+            name, block.audio, options, profile, language, offset_ms, WorkClass.FILE, windows, shared
+        )
 
     def finish_channel(
         self,
@@ -367,6 +378,27 @@ class Recognizer:
         hints = [h for h in (options.language_hints or []) if h]
         return not options.language and bool(model.model.is_multilingual) and len(hints) != 1
 
+    def _identify(
+        self,
+        model: WhisperModel,
+        audio: np.ndarray,
+        speech: list[dict[str, int]],
+        windows: list[SpeechWindow],
+        options: RecognitionOptions,
+        work: WorkClass,
+    ) -> tuple[str | None, list[EncodedWindow]]:
+        """The language of ``audio`` and, when it had to be identified, the encoder outputs of the packed
+        windows it was read from (the first few, encoded side by side as units), which the
+        decoder then reuses: identification costs no encoder pass of its own."""
+        # as many windows as keeps every worker busy (one round when the workers are at least MAX_WINDOWS)
+        take = max(self.plan.workers, MAX_WINDOWS // self.plan.workers * self.plan.workers)
+        heard = [window for window in windows if window.speech_enough][:take]
+        if not heard or not self._needs_identification(model, options):
+            return self._language(model, audio, options, work, speech=speech), []
+        encoded = self.scheduler.run_many(work, [functools.partial(encode_window, model, w.audio) for w in heard])
+        hints = options.language_hints
+        return self.scheduler.run(work, functools.partial(language_of_windows, model, encoded, hints)), encoded
+
     def _language(
         self,
         model: WhisperModel,
@@ -392,19 +424,19 @@ class Recognizer:
         offset_ms: int,
         work: WorkClass,
         windows: list[SpeechWindow] | None = None,
-        shared: EncodedWindow | None = None,
+        shared: Sequence[EncodedWindow] = (),
     ) -> list[Sentence]:
         """Decode the speech of ``audio`` packed into full decoder windows (``windows``, packed here from a VAD
-        pass when not given), as scheduler units side by side. ``shared`` is a window
-        already encoded (for language identification), not encoded again."""
+        pass when not given), as scheduler units side by side. ``shared`` are windows already encoded (for
+        language identification), not encoded again."""
         if audio.size < SAMPLE_RATE // 10:
             return []
         model = self.model(name, work.tier)
         if not model.model.is_multilingual:
             language = "en"
         if windows is None:
-            windows = pack_windows(audio, get_speech_timestamps(audio, FILE_VAD))
-        pipeline = self.pipeline(name, work.tier) if shared is None else reusing_pipeline(model, shared)
+            windows = pack_windows(audio, speech_runs(audio))
+        pipeline = reusing_pipeline(model, shared) if shared else self.pipeline(name, work.tier)
         per_unit = windows_per_unit(len(windows), self.plan.workers)
         units = [
             functools.partial(self._decode_windows, pipeline, windows[i : i + per_unit], options, profile, language)
@@ -471,6 +503,12 @@ class SpeechWindow:
     def speech_enough(self) -> bool:
         """Enough speech to identify a language from."""
         return int(self.audio.shape[0]) >= MIN_SPEECH_SAMPLES
+
+
+def speech_runs(audio: np.ndarray) -> list[dict[str, int]]:
+    """The VAD speech runs of ``audio`` (samples) that the file path cuts blocks at and packs windows from."""
+    runs: list[dict[str, int]] = get_speech_timestamps(audio, FILE_VAD)
+    return runs
 
 
 def pack_windows(audio: np.ndarray, speech: list[dict[str, int]]) -> list[SpeechWindow]:

@@ -37,7 +37,7 @@ from voxgate.audio.decode import SAMPLE_RATE, probe
 from voxgate.config import Settings
 from voxgate.engine import diarize
 from voxgate.engine.catalog import EngineProfile
-from voxgate.engine.recognizer import FileBlock, Recognizer, release_freed_memory
+from voxgate.engine.recognizer import FileBlock, Recognizer, release_freed_memory, speech_runs
 from voxgate.engine.types import AudioInfo, FileResult, Hotword, Sentence, Word
 from voxgate.errors import VoxgateError
 from voxgate.jobs.fetch import Fetcher
@@ -144,10 +144,25 @@ def _too_many(attempts: int) -> str:
     return f"a worker died while recognizing this file {attempts} times; it is not retried again"
 
 
-def _write_block(path: Path, audio: np.ndarray) -> None:
+def _write_block(path: Path, block: FileBlock) -> None:
+    """The block's samples, and beside them its VAD runs (so a worker decodes the windows the cutter saw)."""
+    runs = path.with_suffix(".runs.json")
+    partial = runs.with_name(f"{runs.name}.{uuid.uuid4().hex}.part")
+    partial.write_text(json.dumps([[seg["start"], seg["end"]] for seg in block.speech]))
+    os.replace(partial, runs)
     partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part")
-    np.ascontiguousarray(audio, dtype=np.float32).tofile(partial)
+    np.ascontiguousarray(block.audio, dtype=np.float32).tofile(partial)
     os.replace(partial, path)
+
+
+def _read_block(path: Path, offset: int) -> FileBlock:
+    """A block written by :func:`_write_block` (its runs found again by VAD when they were not written)."""
+    audio = np.fromfile(path, dtype=np.float32)
+    try:
+        speech = [{"start": start, "end": end} for start, end in json.loads(path.with_suffix(".runs.json").read_text())]
+    except (OSError, ValueError):
+        speech = speech_runs(audio)
+    return FileBlock(offset, audio, speech)
 
 
 def _block_path(ctx: WorkerContext, task_id: str, position: int, channel: int, block: int) -> Path:
@@ -235,7 +250,7 @@ def plan_file(
                 speech += block.speech_samples
                 if language is None:
                     language = ctx.recognizer.block_language(profile, options, block)
-                _write_block(_block_path(ctx, task_id, position, channel, index), block.audio)
+                _write_block(_block_path(ctx, task_id, position, channel, index), block)
                 if not store.add_block(task_id, position, channel, index, block.offset, block.end):
                     send_block(task_id, position, channel, index, language)
                 index += 1
@@ -286,13 +301,12 @@ def decode_block(
             return
         try:
             profile, params = _job_setup(ctx, task, _hotwords_of(plan.plan))
-            audio = np.fromfile(_block_path(ctx, task_id, position, channel, index), dtype=np.float32)
-            block = FileBlock(row.start_sample, audio, [])
+            block = _read_block(_block_path(ctx, task_id, position, channel, index), row.start_sample)
             sentences = ctx.recognizer.decode_file_block(profile, params.options, language, block)
             speakers = None
             if params.options.diarization:
-                speakers = speakers_to_bytes(*diarize.embed_block(audio, row.start_sample))
-            del audio, block
+                speakers = speakers_to_bytes(*diarize.embed_block(block.audio, row.start_sample))
+            del block
             release_freed_memory()
         except VoxgateError as exc:
             code, message = failure_of(exc)
