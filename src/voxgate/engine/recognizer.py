@@ -54,6 +54,7 @@ FILE_VAD = VadOptions(min_silence_duration_ms=500, speech_pad_ms=300, max_speech
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # one decoder window
 MAX_UNIT_BATCH = 2  # windows batched in one file unit at most
+M_ARENA_MAX = -8  # mallopt parameter of glibc's malloc.h
 BLOCKS_IN_FLIGHT = 2  # blocks of a channel read or decoding at once
 FULL_ENOUGH = 0.8  # a block's last window holding less speech than this share is carried over
 
@@ -122,6 +123,7 @@ class Recognizer:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.plan = ThreadPlan.for_machine(workers=config.num_workers, intra_threads=config.cpu_threads)
+        limit_allocator_arenas(max(2, self.plan.workers))  # before the decoding threads first allocate
         self.scheduler = Scheduler(
             self.plan,
             capacity=config.realtime_capacity,
@@ -563,6 +565,15 @@ def _libc() -> ctypes.CDLL | None:
     except OSError:
         return None
     return libc if hasattr(libc, "malloc_trim") else None
+
+
+def limit_allocator_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas at ``count`` (its default is eight per core): the decoding threads share a
+    few arenas, whose freed memory :func:`release_freed_memory` hands back, instead of each keeping its own
+    (a 60-minute file: peak RSS 927 → 842 MB, samples of RSS during the run 480-860 → 480-690 MB).
+    Returns whether the cap was applied."""
+    libc = _libc()
+    return libc is not None and libc.mallopt(M_ARENA_MAX, count) == 1
 
 
 def release_freed_memory() -> None:
