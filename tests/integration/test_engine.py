@@ -11,9 +11,10 @@ import pytest
 from tests.conftest import audio_file, join_wavs, synth, wer
 from voxgate.audio.decode import decode_channel, probe
 from voxgate.engine.catalog import Catalog
+from voxgate.engine.partial import WhisperStreamEngine
 from voxgate.engine.recognizer import Recognizer, pack_windows, speech_runs
 from voxgate.engine.scheduler import WorkClass
-from voxgate.engine.types import RecognitionOptions
+from voxgate.engine.types import RecognitionOptions, Sentence
 from voxgate.errors import AudioError, InvalidParameter
 from voxgate.jobs import blocks
 
@@ -300,3 +301,27 @@ def test_a_files_language_is_read_off_windows_it_then_decodes(recognizer: Recogn
     assert identified == windows  # before: up to three more encoder passes for identification alone
     assert sum(rows) == windows
     assert found.text == told.text
+
+
+def test_a_final_is_never_prompted_with_text_of_its_own_audio(recognizer: Recognizer) -> None:
+    """A speculative final given up when the reader went on covers the start of the piece decoded next: as its
+    prompt it made the decoder skip those words as already said ("In short, the period ..." came out as "The
+    present period ..."). A piece's prompt is the latest text that ends before its audio."""
+    audio = decode_channel(audio_file("two_cities_16k.wav"), 0)
+    start_ms, end_ms = 28_900, 36_600  # "In short, the period ... insisted on its being received"
+    engine = WhisperStreamEngine(
+        recognizer,
+        Catalog().resolve("fun-asr-realtime"),
+        RecognitionOptions(language="en"),
+        partial_model="whisper-tiny.en",
+    )
+    before = "We were all going direct to heaven, we were all going direct the other way."
+    engine._remember([Sentence(24_584, 28_164, before)])
+    engine._remember([Sentence(29_084, 32_184, "In short, the period was so far like the present period.")])
+    assert engine._text_before(start_ms) == before
+    sentences, _ = engine.final(audio[start_ms * 16 : end_ms * 16], start_ms, "en")
+    text = " ".join(s.text for s in sentences)
+    assert engine.stats["fast_finals"] == 1  # the short-window path, which takes the prompt
+    assert text.lower().startswith("in short"), text
+    reference = "in short the period was so far like the present period that some of its noisiest authorities insisted"
+    assert wer(reference + " on its being received", text) <= 0.15

@@ -52,6 +52,7 @@ FINAL_MIN_LOGPROB = -0.8
 FINAL_MAX_COMPRESSION = 2.2
 FINAL_MISSING_TAIL_S = 1.0  # the last word must end this close to where the VAD heard speech end
 PREVIOUS_CHARS = 200
+REMEMBERED = 8  # decoded pieces kept for prompts (finals may complete out of order)
 FINAL_EXTRA_TAIL_S = 0.5  # ... and must not start this long after it (text invented in the padding)
 FINAL_LATE_START_S = 1.5  # the first word must start this close to the segment start (300 ms pre-roll)
 FINAL_GAP_MARGIN_S = 1.2  # alignment slack on top of the longest pause a sentence may hold
@@ -327,8 +328,8 @@ class WhisperStreamEngine:
         final_model = recognizer.model(recognizer.engine_model(profile, options))
         self._final_decoder = PartialDecoder(final_model)
         self.stats = {"fast_finals": 0, "retried_finals": 0, "full_finals": 0}
-        self._previous: str | None = None  # the last final's text: decoding context, as batch decoding has
-        self._previous_end = 0
+        # decoded text by where it ends (ms), newest last: the prompt of a later piece, as batch decoding has
+        self._decoded: list[tuple[int, str]] = []
         # Live speaker labels: one incremental clusterer per session, so ids stay stable across sentences.
         self._speakers = OnlineSpeakerLabeler(max_speakers=options.speaker_count) if options.diarization else None
 
@@ -353,7 +354,7 @@ class WhisperStreamEngine:
     ) -> tuple[list[Sentence], str | None]:
         """A closed sentence: short-window decode when its guards pass, else the accurate full-window path."""
         if self.fast_finals and audio.shape[0] < (FULL_FRAMES // 100 - 2) * SAMPLE_RATE:
-            decoded = self._short_window_final(audio, language, speech_end_s)
+            decoded = self._short_window_final(audio, offset_ms, language, speech_end_s)
             if decoded is not None:
                 words, language = decoded
                 built = make_words(words, offset_ms)
@@ -394,12 +395,12 @@ class WhisperStreamEngine:
         return sentences
 
     def _short_window_final(
-        self, audio: np.ndarray, language: str | None, speech_end_s: float | None
+        self, audio: np.ndarray, offset_ms: int, language: str | None, speech_end_s: float | None
     ) -> tuple[list[tuple[float, float, str, float]], str] | None:
-        """Decode once with the previous sentence as prompt; if a guard trips, once more without it (the
+        """Decode once with the text before the audio as prompt; if a guard trips, once more without it (the
         previous text can pull the decoder off the audio). The encoder runs once for both."""
         own = context_prompt(self.options.context) or hotword_prompt(self.options.hotwords, language)
-        prompts = [own or self._previous]
+        prompts = [own or self._text_before(offset_ms)]
         if prompts[0] != own:
             prompts.append(own)
         encoded = self._final_decoder.encode(audio)
@@ -427,9 +428,18 @@ class WhisperStreamEngine:
         return sentences
 
     def _remember(self, sentences: list[Sentence]) -> list[Sentence]:
-        """The latest text in audio order becomes the next prompt (finals may complete out of order)."""
+        """Keep the decoded text, by where it ends, as the prompt of later pieces of audio."""
         text = " ".join(s.text for s in sentences).strip()
-        if text and sentences[-1].end_time >= self._previous_end:
-            self._previous = text[-PREVIOUS_CHARS:]
-            self._previous_end = sentences[-1].end_time
+        if text:
+            self._decoded.append((sentences[-1].end_time, text))
+            self._decoded = sorted(self._decoded)[-REMEMBERED:]
         return sentences
+
+    def _text_before(self, offset_ms: int) -> str | None:
+        """The latest decoded text that ends before ``offset_ms``. Never text of the audio being decoded: a
+        speculative final given up when the speaker went on, or a piece decoded twice, covers the same audio,
+        and as a prompt it makes the decoder skip those words as already said."""
+        for end, text in reversed(self._decoded):
+            if end <= offset_ms:
+                return text[-PREVIOUS_CHARS:]
+        return None
